@@ -1,0 +1,23 @@
+# harmref: "LLMs Encode Harmfulness and Refusal Separately" (Zhao et al., NeurIPS 2025), reproduced.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+
+
+rule all:
+    input:
+        get_final_output,
+    default_target: True
+
+
+include: "rules/data.smk"
+include: "rules/model.smk"
+include: "rules/behaviour.smk"
+include: "rules/hidden.smk"
+include: "rules/directions.smk"

@@ -1,0 +1,87 @@
+"""Residual-stream hidden states at chosen positions, all layers in one forward pass.
+
+Entry l (0 ≤ l < L) is the input of decoder layer l (entry 0 = the embeddings);
+entry L is the output of the last decoder layer, before the final norm. This
+matches the paper's code (pre-hooks on every layer plus one hook on the last
+layer's output: 33 entries for Llama, 29 for Qwen; paper §2.2).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .hooks import add_hooks, decoder_layers
+from .positions import ChatFormat, capture_columns, encode, position_labels
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def capture(model, batch, columns: torch.Tensor) -> torch.Tensor:
+    """Hidden states of one encoded batch at `columns` [b, p] → [b, L+1, p, d] (float32, CPU)."""
+    n_layers = len(decoder_layers(model))
+    store: list[torch.Tensor | None] = [None] * (n_layers + 1)
+    device = next(model.parameters()).device
+    cols = columns.to(device)
+    idx = torch.arange(cols.shape[0], device=device)[:, None]
+
+    def grab(slot):
+        def fn(h):
+            store[slot] = h[idx, cols].float().cpu()
+
+        return fn
+
+    hooks = [("resid_pre", l, grab(l)) for l in range(n_layers)]
+    hooks.append(("resid_post", n_layers - 1, grab(n_layers)))
+    batch = batch.to(device)
+    with add_hooks(model, hooks):
+        model(**batch.model_inputs(), use_cache=False)
+    return torch.stack(store, dim=1)
+
+
+def sort_by_length(lengths: list[int]) -> list[int]:
+    """Order that groups prompts of similar length, to cut padding."""
+    return sorted(range(len(lengths)), key=lambda i: lengths[i])
+
+
+def hidden_states(
+    model,
+    tokenizer,
+    fmt: ChatFormat,
+    instructions: list[str],
+    before: int = 2,
+    n_post: int | None = None,
+    batch_size: int = 16,
+    progress=None,
+) -> tuple[torch.Tensor, list[str], list[list[str]]]:
+    """Hidden states of every prompt at t_inst-before … t_post-inst.
+
+    Returns (tensor [n, L+1, before+1+n_post, d], position labels, token strings [n][pos]).
+    """
+    from .positions import template_n_post
+
+    if n_post is None:
+        n_post = template_n_post(tokenizer, fmt)
+    labels = position_labels(before, n_post)
+    lengths = [len(fmt.render(x)[0]) for x in instructions]
+    order = sort_by_length(lengths)
+    out: list[torch.Tensor | None] = [None] * len(instructions)
+    tokens: list[list[str] | None] = [None] * len(instructions)
+    for s in range(0, len(order), batch_size):
+        rows = order[s : s + batch_size]
+        batch = encode(tokenizer, fmt, [instructions[i] for i in rows])
+        cols = capture_columns(batch, before, n_post)
+        h = capture(model, batch, cols)
+        ids = batch.input_ids.gather(1, cols)
+        for j, i in enumerate(rows):
+            out[i] = h[j]
+            tokens[i] = tokenizer.convert_ids_to_tokens(ids[j].tolist())
+        if progress is not None:
+            progress(len(rows))
+    if not instructions:
+        n_layers = len(decoder_layers(model)) + 1
+        d = model.config.hidden_size
+        return torch.zeros(0, n_layers, len(labels), d), labels, []
+    return torch.stack(out), labels, tokens

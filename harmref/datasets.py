@@ -1,0 +1,119 @@
+"""Prompt sets: read raw files, validate, normalise, sample deterministically.
+
+A normalised record is `{id, prompt, label, source, category}`; `label` is
+`harmful` or `harmless`. Sampling is a seeded shuffle of the pooled sources,
+so a set is the same on every machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from pathlib import Path
+
+from .io import DataError, read_records
+
+log = logging.getLogger(__name__)
+
+LABELS = ("harmful", "harmless")
+_TRAILING = re.compile(r"[\s.?!;:,…]+$")
+
+
+def normalise_ending(prompt: str) -> str:
+    """Strip trailing punctuation and end with exactly one '.'.
+
+    On small models t_inst is otherwise the final punctuation token, and
+    harmful sets mostly end in a word while Alpaca ends in '.', a lexical
+    shortcut for any probe at t_inst.
+    """
+    return _TRAILING.sub("", prompt) + "."
+
+
+def text_key(prompt: str) -> str:
+    """Key for overlap checks: case- and ending-insensitive."""
+    return _TRAILING.sub("", " ".join(prompt.split())).lower()
+
+
+def read_source(spec: dict, root: Path | str = ".") -> list[dict]:
+    """Records of one source: `{file, field, format?, where?, category_field?, id_field?}`."""
+    path = Path(root) / spec["file"]
+    field = spec.get("field", "instruction")
+    rows = read_records(path, spec.get("format", "auto"))
+    where = spec.get("where") or {}
+    out, seen_ids = [], {}
+    for row in rows:
+        line = row["_line"]
+        if any(str(row.get(k)) != str(v) for k, v in where.items()):
+            continue
+        if field not in row:
+            raise DataError(path, "missing prompt field", record=line, field=field)
+        prompt = row[field]
+        if not isinstance(prompt, str):
+            raise DataError(path, f"expected a string, got {type(prompt).__name__}", record=line, field=field)
+        if not prompt.strip():
+            raise DataError(path, "empty prompt", record=line, field=field)
+        rid = f"{path.stem}:{line}"
+        if spec.get("id_field"):
+            if spec["id_field"] not in row:
+                raise DataError(path, "missing id field", record=line, field=spec["id_field"])
+            rid = f"{path.stem}:{row[spec['id_field']]}"
+            if rid in seen_ids:
+                raise DataError(path, f"duplicate id {row[spec['id_field']]!r} (first at record {seen_ids[rid]})", record=line, field=spec["id_field"])
+            seen_ids[rid] = line
+        cat = row.get(spec["category_field"]) if spec.get("category_field") else spec.get("category")
+        out.append({"id": rid, "prompt": prompt.strip(), "source": str(spec["file"]), "category": None if cat is None else str(cat)})
+    return out
+
+
+def build_set(
+    name: str,
+    spec: dict,
+    root: Path | str = ".",
+    exclude: list[list[dict]] = (),
+    normalise_endings: bool = False,
+    seed: int = 0,
+) -> list[dict]:
+    """One normalised, sampled prompt set. `exclude`: record lists whose prompts must not appear."""
+    label = spec["label"]
+    if label not in LABELS:
+        raise ValueError(f"dataset {name!r}: label must be one of {LABELS}, got {label!r}")
+    banned = {text_key(r["prompt"]) for recs in exclude for r in recs}
+    pool, seen = [], set()
+    for source in spec["sources"]:
+        for rec in read_source(source, root):
+            key = text_key(rec["prompt"])
+            if key in banned or key in seen:
+                continue
+            seen.add(key)
+            pool.append(rec)
+    rng = random.Random(f"{seed}:{name}")
+    if spec.get("shuffle", True):
+        rng.shuffle(pool)
+    n = spec.get("n")
+    if n is not None and n > len(pool):
+        log.warning("dataset %s: asked for %d prompts, only %d available", name, n, len(pool))
+    chosen = pool if n is None else pool[:n]
+    out = []
+    for rec in chosen:
+        prompt = normalise_ending(rec["prompt"]) if normalise_endings else rec["prompt"]
+        out.append({"id": rec["id"], "prompt": prompt, "label": label, "source": rec["source"], "category": rec["category"]})
+    return out
+
+
+def validate_records(records: list[dict], path) -> list[dict]:
+    """Check a normalised set (as read back from JSONL) before a model sees it."""
+    ids = {}
+    for r in records:
+        line = r.get("_line")
+        for field in ("id", "prompt", "label"):
+            if field not in r:
+                raise DataError(path, "missing field", record=f"line {line}", field=field)
+        if not isinstance(r["prompt"], str) or not r["prompt"].strip():
+            raise DataError(path, "empty prompt", record=f"line {line}", field="prompt")
+        if r["label"] not in LABELS:
+            raise DataError(path, f"label must be one of {LABELS}", record=f"line {line}", field="label")
+        if r["id"] in ids:
+            raise DataError(path, f"duplicate id {r['id']!r} (first at line {ids[r['id']]})", record=f"line {line}", field="id")
+        ids[r["id"]] = line
+    return records

@@ -1,0 +1,31 @@
+"""Logging and progress for workflow scripts: everything goes to the rule's log file."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+
+def start(snakemake) -> logging.Logger:
+    """Route logging and stderr to `snakemake.log[0]` (line-buffered); return the script's logger."""
+    path = Path(snakemake.log[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stream = open(path, "w", buffering=1, encoding="utf-8")
+    sys.stderr = stream
+    logging.basicConfig(
+        level=logging.INFO, stream=stream, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logger = logging.getLogger(f"harmref.rule.{snakemake.rule}")
+    logger.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards))
+    return logger
+
+
+def progress(total: int, desc: str):
+    """A tqdm bar written to stderr (the rule log); returns its `update` function."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, file=sys.stderr, mininterval=5, ascii=True)
+    return bar.update

@@ -1,0 +1,45 @@
+"""Tidy result tables (pandas DataFrames); `io.write_table` writes them as CSV + markdown."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+# Paper Table 1 (AdvBench, substring refusal %, greedy): with vs without post-instruction tokens.
+PAPER_TABLE1 = {
+    "llama2-7b-chat": (100.0, 85.3),
+    "llama3-8b-instruct": (96.0, 58.9),
+    "qwen2-7b-instruct": (98.0, 81.3),
+}
+
+
+def rate_row(rows: list[dict], key: str = "refused") -> dict:
+    n = len(rows)
+    k = sum(bool(r[key]) for r in rows)
+    p = k / n if n else float("nan")
+    se = math.sqrt(p * (1 - p) / n) if n else float("nan")
+    return {"n": n, key: k, "rate": p, "se": se}
+
+
+def refusal_rates(gens: dict[str, list[dict]], model: str) -> pd.DataFrame:
+    """One row per prompt set: label, n, refused, refusal rate and its standard error."""
+    out = []
+    for name, rows in gens.items():
+        labels = sorted({r["label"] for r in rows})
+        out.append({"model": model, "set": name, "label": "/".join(labels), **rate_row(rows)})
+    return pd.DataFrame(out)
+
+
+def post_instruction_table(pairs: dict[str, dict[str, list[dict]]], model: str) -> pd.DataFrame:
+    """Paper Table 1: refusal % with and without the post-instruction tokens, per set."""
+    out = []
+    for name, by_t in pairs.items():
+        chat, nopost = rate_row(by_t["chat"]), rate_row(by_t["nopost"])
+        row = {"model": model, "set": name, "n": chat["n"], "refusal_with_post_%": 100 * chat["rate"],
+               "refusal_without_post_%": 100 * nopost["rate"]}
+        paper = PAPER_TABLE1.get(model)
+        if paper and name == "advbench":
+            row["paper_with_%"], row["paper_without_%"] = paper
+        out.append(row)
+    return pd.DataFrame(out)

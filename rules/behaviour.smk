@@ -1,0 +1,52 @@
+# Behaviour: greedy responses, judged refused / accepted; Table 1 and refusal rates.
+
+
+rule generate:
+    input:
+        model=get_model_card,
+        prompts="results/data/{dataset}.jsonl",
+    output:
+        "results/{model}/generations/{template}/{dataset}.jsonl",
+    params:
+        runtime=get_runtime,
+        generation=config["generation"],
+    log:
+        "logs/generate/{model}/{template}/{dataset}.log",
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/generate.py"
+
+
+def get_generations(wildcards):
+    return {d: f"results/{wildcards.model}/generations/chat/{d}.jsonl" for d in sets_with("generate")}
+
+
+def get_nopost_pairs(wildcards):
+    sets = [d for d in sets_with("generate") if DATASETS[d].get("nopost")]
+    return [f"results/{wildcards.model}/generations/{t}/{d}.jsonl" for d in sets for t in ("chat", "nopost")]
+
+
+rule refusal_tables:
+    input:
+        chat=get_generations,
+        pairs=get_nopost_pairs,
+    output:
+        rates=multiext("results/{model}/tables/refusal_rates", ".csv", ".md"),
+        table1=multiext("results/{model}/tables/table1_post_instruction", ".csv", ".md"),
+    log:
+        "logs/refusal_tables/{model}.log",
+    localrule: True
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/refusal_tables.py"
+
+
+FINAL_TARGETS.extend(
+    expand(rules.refusal_tables.output, model=ANALYSIS_MODELS)
+)

@@ -1,0 +1,63 @@
+# Config validation, wildcard vocabularies, input functions and the final targets.
+import os
+import re
+
+from snakemake.utils import validate
+
+
+validate(config, "../config/schema.yaml")
+
+MODELS = config["models"]
+DATASETS = config["datasets"]
+ANALYSIS_MODELS = config["analysis_models"]
+SOURCE_MODELS = [m for m, spec in MODELS.items() if "source" in spec]
+
+for _m in ANALYSIS_MODELS:
+    if _m not in MODELS:
+        raise ValueError(f"config: analysis_models names {_m!r}, which is not under models:")
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODELS)) or "NONE",
+    dataset="|".join(map(re.escape, DATASETS)) or "NONE",
+    template="chat|nopost",
+
+
+# other rule files add their outputs here; `rule all` asks for all of them
+FINAL_TARGETS = []
+
+
+def get_final_output(wildcards):
+    return FINAL_TARGETS
+
+
+def model_card(model):
+    return f"results/models/{model}/model.json"
+
+
+def get_model_card(wildcards):
+    return model_card(wildcards.model)
+
+
+def get_dataset_files(wildcards):
+    root = config["data_root"]
+    return [os.path.join(root, s["file"]) for s in DATASETS[wildcards.dataset]["sources"]]
+
+
+def get_dataset_excludes(wildcards):
+    return [f"results/data/{d}.jsonl" for d in DATASETS[wildcards.dataset].get("exclude", [])]
+
+
+def sets_with(flag, default=True):
+    return [d for d, spec in DATASETS.items() if spec.get(flag, default)]
+
+
+def runtime_params(model):
+    rt = dict(config["runtime"])
+    if MODELS.get(model, {}).get("dtype"):
+        rt["dtype"] = MODELS[model]["dtype"]
+    return rt
+
+
+def get_runtime(wildcards):
+    return runtime_params(wildcards.model)

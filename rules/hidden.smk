@@ -1,0 +1,24 @@
+# Hidden states: residual stream at every layer, positions t_inst-k … t_post-inst, one forward pass per batch.
+
+
+rule extract_hidden:
+    input:
+        model=get_model_card,
+        prompts="results/data/{dataset}.jsonl",
+    output:
+        tensors="results/{model}/hidden/{dataset}.safetensors",
+        sidecar="results/{model}/hidden/{dataset}.json",
+    params:
+        runtime=get_runtime,
+        before=config["hidden"]["positions_before"],
+        system_prompt=config["generation"]["system_prompt"],
+    log:
+        "logs/extract_hidden/{model}/{dataset}.log",
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/extract_hidden.py"

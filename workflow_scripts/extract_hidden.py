@@ -1,0 +1,21 @@
+"""Rule extract_hidden: hidden states [n, L+1, positions, d] of one prompt set (safetensors + JSON sidecar)."""
+
+from harmref import activations, datasets, io, models, positions, runlog
+
+log = runlog.start(snakemake)
+rt = snakemake.params.runtime
+records = datasets.validate_records(io.read_jsonl(snakemake.input.prompts), snakemake.input.prompts)
+model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"])
+fmt = positions.ChatFormat.from_tokenizer(tok, snakemake.params.system_prompt)
+h, labels, tokens = activations.hidden_states(
+    model, tok, fmt, [r["prompt"] for r in records], before=snakemake.params.before,
+    batch_size=rt["batch_size"], progress=runlog.progress(len(records), "hidden states"),
+)
+meta = {
+    "shape": list(h.shape), "dims": ["prompt", "layer", "position", "d_model"],
+    "layers": "entry l < L: input of decoder layer l (0 = embeddings); entry L: output of the last layer",
+    "positions": labels, "ids": [r["id"] for r in records], "labels": [r["label"] for r in records],
+    "tokens": tokens, "model": snakemake.wildcards.model, "dtype": "float32",
+}
+io.write_tensors(snakemake.output.tensors, {"hidden": h}, meta)
+log.info("hidden %s → %s", tuple(h.shape), snakemake.output.tensors)
