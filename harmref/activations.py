@@ -85,3 +85,12 @@ def hidden_states(
         d = model.config.hidden_size
         return torch.zeros(0, n_layers, len(labels), d), labels, []
     return torch.stack(out), labels, tokens
+
+
+def storage_cast(h: torch.Tensor, dtype: str = "float16") -> torch.Tensor:
+    """Cast hidden states for storage; keep float32 when float16 would overflow (massive activations)."""
+    if dtype == "float16":
+        if h.numel() == 0 or float(h.abs().max()) < 6.0e4:
+            return h.half()
+        log.warning("hidden states exceed the float16 range (max |h| = %.0f); storing float32", float(h.abs().max()))
+    return h.float()

@@ -23,7 +23,7 @@ rule generate:
 
 
 def get_generations(wildcards):
-    return {d: f"results/{wildcards.model}/generations/chat/{d}.jsonl" for d in sets_with("generate")}
+    return [f"results/{wildcards.model}/generations/chat/{d}.jsonl" for d in sets_with("generate")]
 
 
 def get_nopost_pairs(wildcards):

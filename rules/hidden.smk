@@ -11,6 +11,7 @@ rule extract_hidden:
     params:
         runtime=get_runtime,
         before=config["hidden"]["positions_before"],
+        storage_dtype=config["hidden"]["storage_dtype"],
         system_prompt=config["generation"]["system_prompt"],
     log:
         "logs/extract_hidden/{model}/{dataset}.log",

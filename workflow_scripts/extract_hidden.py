@@ -11,11 +11,13 @@ h, labels, tokens = activations.hidden_states(
     model, tok, fmt, [r["prompt"] for r in records], before=snakemake.params.before,
     batch_size=rt["batch_size"], progress=runlog.progress(len(records), "hidden states"),
 )
+h = activations.storage_cast(h, snakemake.params.storage_dtype)
 meta = {
     "shape": list(h.shape), "dims": ["prompt", "layer", "position", "d_model"],
     "layers": "entry l < L: input of decoder layer l (0 = embeddings); entry L: output of the last layer",
     "positions": labels, "ids": [r["id"] for r in records], "labels": [r["label"] for r in records],
-    "tokens": tokens, "model": snakemake.wildcards.model, "dtype": "float32",
+    "categories": [r["category"] for r in records],
+    "tokens": tokens, "model": snakemake.wildcards.model, "dtype": str(h.dtype).removeprefix("torch."),
 }
 io.write_tensors(snakemake.output.tensors, {"hidden": h}, meta)
 log.info("hidden %s → %s", tuple(h.shape), snakemake.output.tensors)

@@ -5,7 +5,7 @@ from pathlib import Path
 from harmref import io, runlog, tables
 
 log = runlog.start(snakemake)
-gens = {name: io.read_jsonl(p) for name, p in snakemake.input.chat.items()}
+gens = {Path(p).stem: io.read_jsonl(p) for p in snakemake.input.chat}
 io.write_table(tables.refusal_rates(gens, snakemake.wildcards.model), snakemake.output.rates[0])
 pairs = {}
 for p in snakemake.input.pairs:
