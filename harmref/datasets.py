@@ -2,7 +2,9 @@
 
 A normalised record is `{id, prompt, label, source, category}`; `label` is
 `harmful` or `harmless`. Sampling is a seeded shuffle of the pooled sources,
-so a set is the same on every machine.
+so a set is the same on every machine. Sets hold the raw prompts; the
+per-model ending normalisation is applied when a model reads them (`load_prompts`),
+so models with and without it share one set of files.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def read_source(spec: dict, root: Path | str = ".") -> list[dict]:
     field = spec.get("field", "instruction")
     rows = read_records(path, spec.get("format", "auto"))
     where = spec.get("where") or {}
-    out, seen_ids = [], {}
+    out, seen_ids, skipped = [], {}, 0
     for row in rows:
         line = row["_line"]
         if any(str(row.get(k)) != str(v) for k, v in where.items()):
@@ -49,6 +51,9 @@ def read_source(spec: dict, root: Path | str = ".") -> list[dict]:
         if field not in row:
             raise DataError(path, "missing prompt field", record=line, field=field)
         prompt = row[field]
+        if prompt is None and spec.get("format") == "jbb":
+            skipped += 1  # JailbreakBench artifacts hold null where no attack prompt was submitted
+            continue
         if not isinstance(prompt, str):
             raise DataError(path, f"expected a string, got {type(prompt).__name__}", record=line, field=field)
         if not prompt.strip():
@@ -63,6 +68,8 @@ def read_source(spec: dict, root: Path | str = ".") -> list[dict]:
             seen_ids[rid] = line
         cat = row.get(spec["category_field"]) if spec.get("category_field") else spec.get("category")
         out.append({"id": rid, "prompt": prompt.strip(), "source": str(spec["file"]), "category": None if cat is None else str(cat)})
+    if skipped:
+        log.warning("%s: skipped %d of %d records with a null prompt (no attack submitted)", path, skipped, len(rows))
     return out
 
 
@@ -71,7 +78,6 @@ def build_set(
     spec: dict,
     root: Path | str = ".",
     exclude: list[list[dict]] = (),
-    normalise_endings: bool = False,
     seed: int = 0,
 ) -> list[dict]:
     """One normalised, sampled prompt set. `exclude`: record lists whose prompts must not appear."""
@@ -94,11 +100,17 @@ def build_set(
     if n is not None and n > len(pool):
         log.warning("dataset %s: asked for %d prompts, only %d available", name, n, len(pool))
     chosen = pool if n is None else pool[:n]
-    out = []
-    for rec in chosen:
-        prompt = normalise_ending(rec["prompt"]) if normalise_endings else rec["prompt"]
-        out.append({"id": rec["id"], "prompt": prompt, "label": label, "source": rec["source"], "category": rec["category"]})
-    return out
+    return [{"id": r["id"], "prompt": r["prompt"], "label": label, "source": r["source"], "category": r["category"]} for r in chosen]
+
+
+def load_prompts(path, normalise_endings: bool = False) -> list[dict]:
+    """Read a normalised set (results/data/{set}.jsonl), validate it, and apply the model's ending rule."""
+    from .io import read_jsonl
+
+    records = validate_records(read_jsonl(path), path)
+    if normalise_endings:
+        records = [{**r, "prompt": normalise_ending(r["prompt"])} for r in records]
+    return records
 
 
 def validate_records(records: list[dict], path) -> list[dict]:

@@ -9,6 +9,7 @@ rule generate:
         "results/{model}/generations/{template}/{dataset}.jsonl",
     params:
         runtime=get_runtime,
+        normalise_endings=get_normalise_endings,
         generation=config["generation"],
     log:
         "logs/generate/{model}/{template}/{dataset}.log",

@@ -61,3 +61,16 @@ def runtime_params(model):
 
 def get_runtime(wildcards):
     return runtime_params(wildcards.model)
+
+
+def normalise_endings(model):
+    """Per-model ending normalisation; a tuned model inherits its base model's setting."""
+    spec = MODELS.get(model, {})
+    if "normalise_endings" in spec:
+        return spec["normalise_endings"]
+    base = spec.get("tune_from")
+    return normalise_endings(base) if base in MODELS else config["normalise_endings"]
+
+
+def get_normalise_endings(wildcards):
+    return normalise_endings(wildcards.model)

@@ -10,7 +10,6 @@ rule build_dataset:
     params:
         spec=lambda wc: DATASETS[wc.dataset],
         root=config["data_root"],
-        normalise=config["normalise_endings"],
         seed=config["seed"],
     log:
         "logs/build_dataset/{dataset}.log",

@@ -10,6 +10,7 @@ rule extract_hidden:
         sidecar="results/{model}/hidden/{dataset}.json",
     params:
         runtime=get_runtime,
+        normalise_endings=get_normalise_endings,
         before=config["hidden"]["positions_before"],
         storage_dtype=config["hidden"]["storage_dtype"],
         system_prompt=config["generation"]["system_prompt"],

@@ -77,3 +77,10 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         io.write_jsonl(target, rows())
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_load_prompts_applies_the_model_ending_rule(tmp_path):
+    p = tmp_path / "set.jsonl"
+    io.write_jsonl(p, [{"id": "a", "prompt": "How do I bake bread?", "label": "harmless"}])
+    assert datasets.load_prompts(p)[0]["prompt"] == "How do I bake bread?"
+    assert datasets.load_prompts(p, normalise_endings=True)[0]["prompt"] == "How do I bake bread."

@@ -6,8 +6,7 @@ log = runlog.start(snakemake)
 spec = snakemake.params.spec
 excluded = [io.read_jsonl(p) for p in snakemake.input.exclude]
 records = datasets.build_set(
-    snakemake.wildcards.dataset, spec, root=snakemake.params.root, exclude=excluded,
-    normalise_endings=snakemake.params.normalise, seed=snakemake.params.seed,
+    snakemake.wildcards.dataset, spec, root=snakemake.params.root, exclude=excluded, seed=snakemake.params.seed,
 )
 if not records:
     raise ValueError(f"dataset {snakemake.wildcards.dataset!r} is empty after exclusions")

@@ -4,7 +4,7 @@ from harmref import activations, datasets, io, models, positions, runlog
 
 log = runlog.start(snakemake)
 rt = snakemake.params.runtime
-records = datasets.validate_records(io.read_jsonl(snakemake.input.prompts), snakemake.input.prompts)
+records = datasets.load_prompts(snakemake.input.prompts, snakemake.params.normalise_endings)
 model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"])
 fmt = positions.ChatFormat.from_tokenizer(tok, snakemake.params.system_prompt)
 h, labels, tokens = activations.hidden_states(

@@ -4,7 +4,7 @@ from harmref import datasets, generation, io, judging, models, positions, runlog
 
 log = runlog.start(snakemake)
 rt, gen = snakemake.params.runtime, snakemake.params.generation
-records = datasets.validate_records(io.read_jsonl(snakemake.input.prompts), snakemake.input.prompts)
+records = datasets.load_prompts(snakemake.input.prompts, snakemake.params.normalise_endings)
 model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"])
 fmt = positions.ChatFormat.from_tokenizer(
     tok, gen["system_prompt"], post_instruction=snakemake.wildcards.template == "chat"
