@@ -182,7 +182,7 @@ def read_records(path, fmt: str = "auto") -> list[dict]:
     if fmt == "csv":
         try:
             with open(path, encoding="utf-8", newline="") as f:
-                reader = csv.DictReader(f)
+                reader = csv.DictReader(f, strict=True)
                 rows = []
                 for i, row in enumerate(reader, 1):
                     if None in row:
@@ -240,3 +240,33 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ------------------------------------------------------- released paper pickles
+def read_paper_tensor(path, sha256: str) -> torch.Tensor:
+    """Load one of the paper's released `torch.save` files (`src/run/*.pt`) as a tensor.
+
+    These files are pickles, so they are opened only after their sha256 matches the
+    pinned value (data/MANIFEST.md), and then with `torch.load(weights_only=True)`:
+    the restricted unpickler, widened only by the three numpy globals that a
+    `torch.save`d numpy array needs. Nothing else in harmref reads a pickle.
+    """
+    import numpy as np
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    digest = sha256_file(path)
+    if digest != sha256:
+        raise DataError(path, f"sha256 {digest} does not match the pinned {sha256}; refusing to unpickle it")
+    numpy_array = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.float16))]
+    try:
+        with torch.serialization.safe_globals(numpy_array):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # the restricted unpickler names what it refused
+        raise DataError(path, f"not loadable with torch.load(weights_only=True): {e}") from None
+    if isinstance(obj, np.ndarray):
+        obj = torch.from_numpy(obj.copy())
+    if not isinstance(obj, torch.Tensor):
+        raise DataError(path, f"expected a tensor or numpy array, got {type(obj).__name__}")
+    return obj

@@ -87,3 +87,31 @@ def accuracy_figure(acc, model: str):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+JAILBREAK_MARKERS = ("^", "s", "D", "P", "X", "v")
+
+
+def jailbreak_figure(groups, model: str):
+    """Paper Fig 6: Δharmful (t_inst) vs Δrefuse (t_post-inst) per prompt, behaviour groups and jailbroken prompts.
+
+    groups: rows with `group`, `delta_harmful`, `delta_refuse` (guards.fig6_groups).
+    """
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    for g, (color, _) in GROUP_STYLE.items():
+        d = groups[groups["group"] == g]
+        if len(d):
+            ax.scatter(d["delta_harmful"], d["delta_refuse"], s=14, alpha=0.45, color=color, label=f"{g} (n={len(d)})")
+    jb = [g for g in groups["group"].unique() if g.startswith("jailbreak")]
+    for g, marker in zip(jb, JAILBREAK_MARKERS):
+        d = groups[groups["group"] == g]
+        ax.scatter(d["delta_harmful"], d["delta_refuse"], s=40, marker=marker, edgecolor="black", linewidth=0.6,
+                   alpha=0.9, label=f"{g} (n={len(d)})")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel("Δharmful at t_inst (≥ 0: Latent Guard says unsafe)")
+    ax.set_ylabel("Δrefuse at t_post-inst (≥ 0: refusal belief)")
+    ax.set_title(f"{model}: harmfulness vs refusal belief, jailbreaks (paper Fig 6)")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
