@@ -88,14 +88,15 @@ class LlamaGuard:
 
     def __call__(self, prompts: list[str], progress=None) -> list[dict]:
         import httpx
+        import ollama
 
         client = ollama_client(self.host, self.timeout)
         out = []
         for p in prompts:
             try:
                 reply = client.generate(model=self.model, prompt=p, options={"temperature": 0})["response"]
-            except (ConnectionError, httpx.HTTPError) as e:
-                raise GuardUnavailable(f"the Ollama server at {self.host} stopped answering ({type(e).__name__}: {e})") from None
+            except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as e:
+                raise GuardUnavailable(f"the Ollama server at {self.host} failed on {self.model!r} ({type(e).__name__}: {e})") from None
             out.append({"unsafe": is_unsafe(reply), "reply": reply.strip()})
             if progress is not None:
                 progress(1)
@@ -217,7 +218,7 @@ def auroc_table(scores: pd.DataFrame, tests: list[dict], model: str) -> pd.DataF
             row = {"model": model, "unsafe_set": pos, "safe_set": neg, "n_unsafe": len(sets[pos]), "n_safe": len(sets[neg])}
             for col in ("delta_harmful", "delta_refuse", "minilm_score"):
                 if col in rows and rows[col].notna().all():
-                    row[col] = auroc(rows[col].to_numpy(float), y)
+                    row[col] = auroc(np.array(rows[col], dtype=float), y)
             out.append(row)
     return pd.DataFrame(out)
 
