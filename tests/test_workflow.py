@@ -1,0 +1,87 @@
+"""The whole DAG on the `.test` config (a tiny random Llama, a few prompts per set), as a user runs it."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2"]
+
+
+def run(workdir, *args, check=True):
+    p = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True, timeout=900)
+    if check and p.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}")
+    return p
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    counts, in_table = {}, False
+    for line in dry_run_output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+            if m:
+                counts[m.group(1)] = int(m.group(2))
+            elif counts:
+                break
+    return counts
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("wf")
+    config = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    config["data_root"] = str(ROOT / "data")
+    (wd / "config").mkdir()
+    (wd / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    run(wd)
+    return wd
+
+
+def test_dag_produces_backbone_outputs(workdir):
+    model = "tiny"
+    for sub in ("generations/chat", "hidden", "directions", "tables", "figures"):
+        assert any((workdir / "results" / model / sub).iterdir()), sub
+    tables = workdir / "results" / model / "tables"
+    for name in ("refusal_rates", "table1_post_instruction", "cosine_by_layer", "clustering", "beliefs", "harmfulness_accuracy"):
+        assert (tables / f"{name}.csv").stat().st_size > 0 and (tables / f"{name}.md").exists(), name
+    assert (workdir / "results" / model / "figures" / "fig2_clustering.png").stat().st_size > 10_000
+    leftovers = [p for p in (workdir / "results").rglob("*.tmp")]
+    assert not leftovers, leftovers
+
+
+def test_second_run_does_nothing(workdir):
+    out = run(workdir, "-n").stdout
+    assert "Nothing to be done" in out, out[-2000:]
+
+
+def test_changing_one_sample_size_reruns_only_its_dependents(workdir):
+    out = run(workdir, "-n", "--config", "datasets={'harmless_test': {'n': 7}}").stdout
+    counts = job_counts(out)
+    assert counts.get("build_dataset") == 1, counts
+    assert counts.get("generate") == 1 and counts.get("extract_hidden") == 1, counts
+    assert "prepare_model" not in counts and "directions" not in counts, counts
+
+
+def test_bad_data_file_fails_clearly_and_leaves_nothing(workdir, tmp_path):
+    wd = tmp_path / "bad"
+    shutil.copytree(workdir / "config", wd / "config")
+    (wd / "raw").mkdir()
+    (wd / "raw/broken.jsonl").write_text('{"instruction": "fine"}\n{"instruction": ""}\n')
+    config = yaml.safe_load((wd / "config/config.yaml").read_text())
+    config["data_root"] = str(wd)
+    config["datasets"]["broken"] = {"label": "harmful", "sources": [{"file": "raw/broken.jsonl"}]}
+    (wd / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    p = run(wd, "results/data/broken.jsonl", check=False)
+    assert p.returncode != 0
+    log = (wd / "logs/build_dataset/broken.log").read_text()
+    assert "broken.jsonl, record 2, field 'instruction': empty prompt" in log, log[-1500:]
+    assert not (wd / "results/data/broken.jsonl").exists()
