@@ -3,6 +3,7 @@
     harmref guard paper            # score the paper's released Qwen2 tensors (5 demo prompts)
     harmref guard score --centroids results/M/directions/directions.safetensors \\
                         --hidden results/M/hidden/xstest_safe.safetensors
+    harmref judge results/M/generations/chat/advbench.jsonl --out judged.jsonl
 """
 
 from __future__ import annotations
@@ -92,7 +93,35 @@ def _guard_score(args) -> int:
     return 0
 
 
-SUBCOMMANDS = [add_guard]
+# ------------------------------------------------------------------ judge
+def add_judge(sub) -> None:
+    p = sub.add_parser("judge", help="judge any JSONL of {prompt, response} records for refusal")
+    p.add_argument("path", help="JSONL file; each record needs `prompt` and `response`")
+    p.add_argument("--judge", default="substring", choices=["substring", "ollama"], help="refusal judge (default: the paper's 24 phrases)")
+    p.add_argument("--host", default="http://127.0.0.1:11434", help="Ollama host (judge ollama)")
+    p.add_argument("--model", default="llama3.1:8b", help="Ollama model (judge ollama)")
+    p.add_argument("--out", default=None, help="write the judged records here (JSONL); default: print a summary only")
+    p.set_defaults(func=_judge)
+
+
+def _judge(args) -> int:
+    from . import io, judging
+
+    records = io.read_jsonl(args.path)
+    for r in records:
+        for field in ("prompt", "response"):
+            if not isinstance(r.get(field), str):
+                raise io.DataError(args.path, "missing or non-string field", record=f"line {r['_line']}", field=field)
+    kwargs = {"host": args.host, "model": args.model} if args.judge == "ollama" else {}
+    judged = judging.judge_records(records, judging.make_judge(args.judge, **kwargs))
+    if args.out:
+        io.write_jsonl(args.out, [{k: v for k, v in r.items() if k != "_line"} for r in judged])
+    n, k = len(judged), sum(r["refused"] for r in judged)
+    sys.stdout.write(f"{args.path}: {k} / {n} refused ({(k / n if n else float('nan')):.1%}), judge {args.judge}\n")
+    return 0
+
+
+SUBCOMMANDS = [add_guard, add_judge]
 
 
 def build_parser() -> argparse.ArgumentParser:

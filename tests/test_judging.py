@@ -19,3 +19,16 @@ def test_parse_inversion():
 def test_judge_records_adds_label():
     recs = judging.judge_records([{"prompt": "p", "response": "Sorry, no."}, {"prompt": "q", "response": "Here you go"}])
     assert [r["refused"] for r in recs] == [True, False]
+
+
+def test_cli_judges_a_jsonl(tmp_path, capsys):
+    from harmref import cli, io
+
+    src = tmp_path / "gens.jsonl"
+    io.write_jsonl(src, [{"prompt": "a", "response": "I cannot help."}, {"prompt": "b", "response": "Sure!"}])
+    assert cli.main(["judge", str(src), "--out", str(tmp_path / "out.jsonl")]) == 0
+    assert "1 / 2 refused" in capsys.readouterr().out
+    assert [r["refused"] for r in io.read_jsonl(tmp_path / "out.jsonl")] == [True, False]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a"}\n')
+    assert cli.main(["judge", str(bad)]) == 2
