@@ -1,13 +1,18 @@
-"""Batched greedy generation with left padding."""
+"""Batched greedy generation with left padding, optionally checkpointed batch by batch."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 
 import torch
 
+from . import io
 from .activations import sort_by_length
 from .positions import ChatFormat, encode
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -36,16 +41,62 @@ def generate(
     batch_size: int = 16,
     questions: list[str] | None = None,
     progress=None,
+    checkpoint=None,
+    checkpoint_key=None,
 ) -> list[str]:
-    """Greedy responses to every instruction, in input order; prompts sorted by length internally."""
+    """Greedy responses to every instruction, in input order; prompts sorted by length internally.
+
+    `checkpoint`: a side file (JSON lines) to which every finished batch is appended.
+    A rerun with the same inputs (instructions, questions, template, max_new_tokens,
+    batch_size and the caller's `checkpoint_key`, e.g. the model card's hash) skips
+    the batches already there, so the result equals an uninterrupted run; a file
+    written for other inputs is discarded. The caller deletes it (`io.remove`) once
+    the real output is written.
+    """
     lengths = [len(fmt.render(x)[0]) for x in instructions]
     order = sort_by_length(lengths)
     out: list[str | None] = [None] * len(instructions)
+    done = {}
+    if checkpoint is not None:
+        done = open_checkpoint(checkpoint, _fingerprint(fmt, instructions, questions, max_new_tokens, batch_size, checkpoint_key))
     for s in range(0, len(order), batch_size):
         rows = order[s : s + batch_size]
-        batch = encode(tokenizer, fmt, [instructions[i] for i in rows], [questions[i] for i in rows] if questions else None)
-        for i, text in zip(rows, generate_batch(model, tokenizer, batch, max_new_tokens)):
+        if s in done and done[s]["rows"] == rows:
+            texts = done[s]["texts"]
+        else:
+            batch = encode(tokenizer, fmt, [instructions[i] for i in rows], [questions[i] for i in rows] if questions else None)
+            texts = generate_batch(model, tokenizer, batch, max_new_tokens)
+            if checkpoint is not None:
+                io.append_jsonl(checkpoint, [{"start": s, "rows": rows, "texts": texts}])
+        for i, text in zip(rows, texts):
             out[i] = text
         if progress is not None:
             progress(len(rows))
     return out  # type: ignore[return-value]
+
+
+def _fingerprint(fmt, instructions, questions, max_new_tokens, batch_size, key) -> str:
+    blob = json.dumps(
+        [fmt.prefix, fmt.suffix, instructions, questions, max_new_tokens, batch_size, key],
+        ensure_ascii=False, sort_keys=True, default=str,
+    )
+    return io.sha256_text(blob)
+
+
+def open_checkpoint(path, fingerprint: str) -> dict[int, dict]:
+    """Finished batches {start: {rows, texts}} of a checkpoint written for `fingerprint`.
+
+    The file is rewritten without a torn last line (or started afresh when it was
+    written for other inputs), so new batches can be appended to it.
+    """
+    rows = io.read_jsonl_prefix(path)
+    if rows and rows[0].get("fingerprint") == fingerprint:
+        done = {r["start"]: r for r in rows[1:]}
+        io.write_jsonl(path, rows)
+        log.info("resuming from %s: %d finished batches (%d prompts) kept", path, len(done),
+                 sum(len(r["rows"]) for r in done.values()))
+        return done
+    if rows:
+        log.warning("%s was written for other inputs (model, prompts or settings changed); starting over", path)
+    io.write_jsonl(path, [{"fingerprint": fingerprint}])
+    return {}

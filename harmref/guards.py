@@ -53,6 +53,26 @@ def ollama_client(host: str, timeout: float = 60.0):
     return ollama.Client(host=host, timeout=timeout)
 
 
+def check_ollama(host: str, model: str, timeout: float = 60.0, off_switch: str = "") -> None:
+    """Raise `GuardUnavailable`, naming the host, when no Ollama server answers there or it lacks `model`."""
+    import httpx
+    import ollama
+
+    client = ollama_client(host, timeout)
+    try:
+        listed = client.list()
+    except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as e:
+        raise GuardUnavailable(
+            f"no Ollama server answers at {host} ({type(e).__name__}: {e}). Start one (`ollama serve`, then "
+            f"`ollama pull {model}`)" + (f" or {off_switch}" if off_switch else "")
+        ) from None
+    names = {m.model for m in listed.models}
+    if model not in names and f"{model}:latest" not in names:
+        raise GuardUnavailable(
+            f"the Ollama server at {host} does not have {model!r} (it has {sorted(names)}); run `ollama pull {model}` there"
+        )
+
+
 def is_unsafe(reply: str) -> bool:
     """Llama Guard's verdict: unsafe when the reply contains "unsafe" (the paper's run_llama_guard.py)."""
     return "unsafe" in reply
@@ -68,23 +88,7 @@ class LlamaGuard:
 
     def check(self) -> None:
         """Fail early, naming the host, when no server answers or it lacks the model."""
-        import httpx
-        import ollama
-
-        client = ollama_client(self.host, self.timeout)
-        try:
-            listed = client.list()
-        except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as e:
-            raise GuardUnavailable(
-                f"no Ollama server answers at {self.host} ({type(e).__name__}: {e}). Start one (`ollama serve`, then "
-                f"`ollama pull {self.model}`) or set guard.llama_guard.enabled: false"
-            ) from None
-        names = {m.model for m in listed.models}
-        if self.model not in names and f"{self.model}:latest" not in names:
-            raise GuardUnavailable(
-                f"the Ollama server at {self.host} does not have {self.model!r} (it has {sorted(names)}); "
-                f"run `ollama pull {self.model}` there"
-            )
+        check_ollama(self.host, self.model, self.timeout, off_switch="set guard.llama_guard.enabled: false")
 
     def __call__(self, prompts: list[str], progress=None) -> list[dict]:
         import httpx

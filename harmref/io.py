@@ -12,6 +12,8 @@ import csv
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -34,9 +36,15 @@ class DataError(ValueError):
 # ---------------------------------------------------------------- atomic writes
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` on success."""
+    """Yield a temporary path beside `path`; rename it onto `path` on success.
+
+    A writer killed by SIGKILL cannot clean up, so the next write of the same
+    `path` first removes the temporaries such a writer left (`.{name}.*.tmp`,
+    and the `.{name}.*.d` staging folders of `models.prepare`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -46,6 +54,21 @@ def atomic_path(path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(path) -> list[Path]:
+    """Delete the temporaries that a killed writer of `path` left beside it; return them."""
+    path = Path(path)
+    # mkstemp names: .{name}.{8 random characters}.tmp (and the .d staging folder beside one)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.(tmp|d)")
+    stale = [p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.") and pattern.fullmatch(p.name)]
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    return stale
 
 
 def write_text(path, text: str) -> None:
@@ -61,6 +84,47 @@ def write_jsonl(path, rows: Iterable[dict]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def append_jsonl(path, rows: Iterable[dict]) -> None:
+    """Append rows to a JSON-lines side file and fsync it (batch checkpoints).
+
+    Not atomic by design: a writer killed mid-append leaves at most one torn last
+    line, which `read_jsonl_prefix` drops.
+    """
+    with open(path, "a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl_prefix(path) -> list[dict]:
+    """The intact records of an append-only JSON-lines file ([] when it does not exist).
+
+    A torn last line (a writer killed mid-append) is dropped; a bad line before
+    the last is corruption and raises `DataError`.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if lineno == len(lines):
+                break
+            raise DataError(path, f"malformed JSON ({e.msg}, column {e.colno})", record=f"line {lineno}") from None
+        rows.append(row)
+    return rows
+
+
+def remove(path) -> None:
+    """Delete a file if it exists (a finished job's checkpoint)."""
+    Path(path).unlink(missing_ok=True)
 
 
 def _json_default(obj):

@@ -150,6 +150,7 @@ def prepare(source: str, out_dir, sha256: str | None = None, trust_remote_code: 
         model, tok = tiny_random(template=template, seed=seed)
         _save_dir(model, tok, out_dir)
         card["path"] = str(out_dir)
+        card["seed"] = seed  # the random weights depend on it
     else:
         card["path"] = source
     card["prepare_seconds"] = round(time.time() - t0, 1)

@@ -138,6 +138,37 @@ def encode(tokenizer, fmt: ChatFormat, instructions, questions=None, max_length:
     return EncodedBatch(input_ids, mask, torch.tensor(inst_pos), torch.tensor(ctx), torch.tensor(start))
 
 
+def check_context(tokenizer, fmt: ChatFormat, instructions, max_length: int | None, reserve: int = 0,
+                  ids=None, source="prompts", questions=None) -> None:
+    """Fail before any compute when a rendered prompt plus `reserve` new tokens exceeds `max_length`.
+
+    harmref does not truncate: cutting a prompt would drop the chat template's
+    post-instruction tokens and move t_inst, silently changing what is measured.
+    The error names the source file, the record id and how far over the limit it is.
+    """
+    if not max_length:
+        return
+    from .io import DataError
+
+    questions = questions if questions is not None else [None] * len(instructions)
+    over = []
+    for k, (instruction, question) in enumerate(zip(instructions, questions)):
+        n = len(tokenizer(fmt.render(instruction, question)[0], add_special_tokens=False)["input_ids"])
+        if n + reserve > max_length:
+            over.append((k, n))
+    if over:
+        k, n = over[0]
+        record = ids[k] if ids is not None else k + 1
+        more = f" ({len(over) - 1} more prompts are too long as well)" if len(over) > 1 else ""
+        raise DataError(
+            source,
+            f"prompt of {n} tokens{f' + {reserve} new tokens' if reserve else ''} exceeds the model context of "
+            f"{max_length} tokens{more}; harmref does not truncate (it would cut the chat template and move t_inst): "
+            "shorten or drop the prompt in the source data",
+            record=record, field="prompt",
+        )
+
+
 def position_labels(before: int, n_post: int) -> list[str]:
     """Names of the captured positions: t_inst-before … t_inst, post_1 … post_n (last = t_post-inst)."""
     return [f"t_inst-{k}" for k in range(before, 0, -1)] + ["t_inst"] + [f"post_{k}" for k in range(1, n_post + 1)]

@@ -17,6 +17,21 @@ for _m in ANALYSIS_MODELS:
         raise ValueError(f"config: analysis_models names {_m!r}, which is not under models:")
 
 
+def check_dataset_references(config):
+    """Sets named by the backbone must be configured: a typo fails here, before the DAG is built."""
+    d = config["directions"]
+    refs = [("directions.harmful", d["harmful"]), ("directions.harmless", d["harmless"])]
+    refs += [("directions.eval_sets", s) for s in d["eval_sets"]]
+    refs += [("directions.category_set", d["category_set"])] if d.get("category_set") else []
+    refs += [(f"datasets.{n}.exclude", s) for n, spec in config["datasets"].items() for s in spec.get("exclude", [])]
+    for where, name in refs:
+        if name not in config["datasets"]:
+            raise ValueError(f"config: {where} names {name!r}, which is not under datasets:")
+
+
+check_dataset_references(config)
+
+
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)) or "NONE",
     dataset="|".join(map(re.escape, DATASETS)) or "NONE",

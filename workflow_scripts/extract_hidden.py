@@ -7,8 +7,11 @@ rt = snakemake.params.runtime
 records = datasets.load_prompts(snakemake.input.prompts, snakemake.params.normalise_endings)
 model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"])
 fmt = positions.ChatFormat.from_tokenizer(tok, snakemake.params.system_prompt)
+prompts = [r["prompt"] for r in records]
+positions.check_context(tok, fmt, prompts, models.context_length(model, tok), ids=[r["id"] for r in records],
+                        source=snakemake.input.prompts)
 h, labels, tokens = activations.hidden_states(
-    model, tok, fmt, [r["prompt"] for r in records], before=snakemake.params.before,
+    model, tok, fmt, prompts, before=snakemake.params.before,
     batch_size=rt["batch_size"], progress=runlog.progress(len(records), "hidden states"),
 )
 h = activations.storage_cast(h, snakemake.params.storage_dtype)

@@ -1,20 +1,28 @@
-"""Rule generate: greedy responses to one prompt set, judged for refusal."""
+"""Rule generate: greedy responses to one prompt set, judged for refusal (checkpointed batch by batch)."""
 
 from harmref import datasets, generation, io, judging, models, positions, runlog
 
 log = runlog.start(snakemake)
 rt, gen = snakemake.params.runtime, snakemake.params.generation
+out = snakemake.output[0]
+judge = judging.make_judge(gen["judge"], **gen.get("ollama_judge", {}))
+judge.check()  # an unreachable judge fails now, not after the generation
 records = datasets.load_prompts(snakemake.input.prompts, snakemake.params.normalise_endings)
 model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"])
 fmt = positions.ChatFormat.from_tokenizer(
     tok, gen["system_prompt"], post_instruction=snakemake.wildcards.template == "chat"
 )
+prompts = [r["prompt"] for r in records]
+positions.check_context(tok, fmt, prompts, models.context_length(model, tok), reserve=gen["max_new_tokens"],
+                        ids=[r["id"] for r in records], source=snakemake.input.prompts)
 responses = generation.generate(
-    model, tok, fmt, [r["prompt"] for r in records], gen["max_new_tokens"], rt["batch_size"],
+    model, tok, fmt, prompts, gen["max_new_tokens"], rt["batch_size"],
     progress=runlog.progress(len(records), "generate"),
+    checkpoint=out + ".partial.jsonl", checkpoint_key=[io.sha256_file(snakemake.input.model), rt],
 )
 rows = [{"id": r["id"], "prompt": r["prompt"], "label": r["label"], "category": r["category"], "response": x}
         for r, x in zip(records, responses)]
-rows = judging.judge_records(rows, judging.make_judge(gen["judge"]))
-io.write_jsonl(snakemake.output[0], rows)
+rows = judging.judge_records(rows, judge)
+io.write_jsonl(out, rows)
+io.remove(out + ".partial.jsonl")
 log.info("refused %d / %d", sum(r["refused"] for r in rows), len(rows))
