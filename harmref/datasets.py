@@ -103,6 +103,25 @@ def build_set(
     return [{"id": r["id"], "prompt": r["prompt"], "label": label, "source": r["source"], "category": r["category"]} for r in chosen]
 
 
+def provenance(name: str, spec: dict, records: list[dict], root: Path | str = ".", exclude: list[list[dict]] = (),
+               seed: int = 0) -> dict:
+    """A set's provenance: seed, sample size, source sha256s, and whether rebuilding it reproduces `records`.
+
+    `records` as read back from results/data/{name}.jsonl; a rebuild that differs means the
+    sources or the sampler changed since the set was built.
+    """
+    from .io import sha256_file
+
+    stored = [{k: v for k, v in r.items() if k != "_line"} for r in records]
+    rebuilt = build_set(name, spec, root, exclude, seed)
+    return {
+        "seed": seed, "label": spec["label"], "n": spec.get("n"), "count": len(stored), "shuffle": spec.get("shuffle", True),
+        "exclude": list(spec.get("exclude", [])),
+        "sources": [{"file": s["file"], "sha256": sha256_file(Path(root) / s["file"])} for s in spec["sources"]],
+        "reproduced": rebuilt == stored,
+    }
+
+
 def load_prompts(path, normalise_endings: bool = False) -> list[dict]:
     """Read a normalised set (results/data/{set}.jsonl), validate it, and apply the model's ending rule."""
     from .io import read_jsonl

@@ -18,3 +18,40 @@ rule build_dataset:
         "../envs/harmref.yaml"
     script:
         "../workflow_scripts/build_dataset.py"
+
+
+def manifest_sets():
+    """Sets whose source files exist (and whose excluded sets do): the ones a run can build."""
+    root, ok = config["data_root"], {}
+
+    def buildable(name):
+        if name not in ok:
+            spec = DATASETS[name]
+            ok[name] = all(os.path.exists(os.path.join(root, s["file"])) for s in spec["sources"]) and all(
+                e in DATASETS and buildable(e) for e in spec.get("exclude", [])
+            )
+        return ok[name]
+
+    return [d for d in DATASETS if buildable(d)]
+
+
+rule data_manifest:
+    input:
+        expand("results/data/{dataset}.jsonl", dataset=manifest_sets()),
+    output:
+        "results/data/manifest.json",
+    params:
+        names=manifest_sets(),
+        specs=lambda wc: {d: DATASETS[d] for d in manifest_sets()},
+        root=config["data_root"],
+        seed=config["seed"],
+    log:
+        "logs/data_manifest.log",
+    localrule: True
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/data_manifest.py"
+
+
+FINAL_TARGETS.append("results/data/manifest.json")

@@ -387,6 +387,20 @@ def test_dataset_sample_follows_the_seed(tmp_path):
     assert datasets.build_set("s", spec, seed=1) != datasets.build_set("s", spec, seed=2)
 
 
+def test_dataset_provenance_records_the_seed_and_detects_a_changed_set(tmp_path):
+    f = tmp_path / "a.jsonl"
+    io.write_jsonl(f, [{"instruction": f"prompt {i}"} for i in range(40)])
+    spec = {"label": "harmless", "n": 10, "sources": [{"file": "a.jsonl"}]}
+    built = tmp_path / "set.jsonl"
+    io.write_jsonl(built, datasets.build_set("s", spec, root=tmp_path, seed=4))
+    prov = datasets.provenance("s", spec, io.read_jsonl(built), root=tmp_path, seed=4)
+    assert prov["seed"] == 4 and prov["count"] == 10 and prov["reproduced"]
+    assert prov["sources"] == [{"file": "a.jsonl", "sha256": io.sha256_file(f)}]
+    assert not datasets.provenance("s", spec, io.read_jsonl(built), root=tmp_path, seed=5)["reproduced"]
+    rule = (ROOT / "rules/data.smk").read_text()
+    assert 'FINAL_TARGETS.append("results/data/manifest.json")' in rule  # every run writes and checks it
+
+
 # ======================================================= (d) safety of loading
 SOURCES = [*(ROOT / "harmref").rglob("*.py"), *(ROOT / "workflow_scripts").rglob("*.py"),
            *(ROOT / "rules").glob("*.smk"), ROOT / "Snakefile", *(ROOT / ".ci").glob("*")]
