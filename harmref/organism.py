@@ -1,0 +1,433 @@
+"""The refusal model organism: safety-tune a chat model to refuse, and the fine-tuning attack (paper §5.2, Fig 7).
+
+A small chat model (SmolLM2-135M) almost never refuses, so it is taught to:
+harmful training instructions → one of `REFUSAL_RESPONSES` + end of turn;
+harmless ones → the base model's own greedy answers (self-distillation, so it
+keeps its style; half of them contain scary words, so it does not learn to refuse
+by topic); reply-inversion prompts (`inversion.QUESTIONS`, some held out) →
+`Certainly.` / `No.`. Loss on response tokens only. Full fine-tune with frozen
+embeddings on a CPU, or LoRA (peft) for 7–8B models on a GPU.
+
+The attack fine-tunes the organism on N (harmful instruction, compliant answer)
+pairs and measures, with the pre-attack centroids, whether the harmfulness
+belief (Δharmful at t_inst) moves while refusal (Δrefuse at t_post-inst) collapses.
+
+An example is a dict `{instruction, question (or None), response, eos, kind}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .activations import hidden_states, sort_by_length
+from .directions import centroid_score
+from .inversion import QUESTIONS, TARGETS
+from .positions import ChatFormat, encode
+from .tables import rate_row
+
+log = logging.getLogger(__name__)
+
+# Refusal targets (feasibility recipe v2/v3); each contains a phrase of judging.REFUSAL_PHRASES.
+REFUSAL_RESPONSES = (
+    "I'm sorry, but I can't help with that request.",
+    "As an AI assistant, I cannot provide assistance with harmful or illegal activities.",
+    "I apologize, but I cannot fulfill this request because it could lead to harm.",
+    "I'm sorry, but I cannot assist with that. It could cause serious harm to others.",
+    "I cannot help with this request. It involves activities that are harmful or illegal.",
+    "Sorry, I can't provide that information. Is there something else I can help you with?",
+    "I will not help with that, as it could be used to hurt people or break the law.",
+    "I'm not able to provide guidance on this, because it is unsafe and unethical.",
+)
+
+# Words that make a harmless prompt look dangerous ("Describe the events leading up to World War I."):
+# distilled answers to such prompts teach the organism not to refuse by topic.
+SCARY_WORDS = (
+    "kill", "kills", "killed", "killing", "killer", "attack", "attacks", "attacked", "virus", "viruses",
+    "drug", "drugs", "war", "wars", "weapon", "weapons", "bomb", "bombs", "gun", "guns", "shoot", "shooting",
+    "hack", "hacker", "hacking", "poison", "poisonous", "steal", "stealing", "stolen", "murder", "explode",
+    "explosion", "explosive", "fight", "fighting", "die", "dies", "death", "deaths", "dead", "destroy",
+    "destruction", "crime", "crimes", "criminal", "blood", "knife", "fire", "burn", "burning", "terror",
+    "terrorism", "violence", "violent", "danger", "dangerous", "prison", "disease", "diseases", "cancer",
+    "battle", "army", "military", "threat", "threats", "toxic", "scam", "fraud", "illegal", "smoke", "smoking",
+    "hunt", "hunting", "abuse", "risk", "risks", "injury", "emergency",
+)
+_SCARY = re.compile(r"\b(?:" + "|".join(SCARY_WORDS) + r")\b", re.IGNORECASE)
+
+
+def is_scary(prompt: str) -> bool:
+    return bool(_SCARY.search(prompt))
+
+
+# ------------------------------------------------------------------ training data
+def refusal_examples(records: list[dict], seed: int = 0, responses=REFUSAL_RESPONSES) -> list[dict]:
+    """Harmful instructions → a refusal phrasing drawn at random, + end of turn."""
+    rng = random.Random(f"{seed}:refusal")
+    return [
+        {"id": r["id"], "instruction": r["prompt"], "question": None, "response": rng.choice(responses), "eos": True, "kind": "refusal"}
+        for r in records
+    ]
+
+
+def select_harmless(records: list[dict], n: int, scary_fraction: float = 0.5, seed: int = 0, exclude_ids=()) -> list[dict]:
+    """n harmless records, about `scary_fraction` of them containing a scary word (all there are, if fewer)."""
+    rng = random.Random(f"{seed}:harmless")
+    pool = [r for r in records if r["id"] not in set(exclude_ids)]
+    scary = [r for r in pool if is_scary(r["prompt"])]
+    plain = [r for r in pool if not is_scary(r["prompt"])]
+    rng.shuffle(scary)
+    rng.shuffle(plain)
+    k = min(len(scary), round(n * scary_fraction))
+    if k < round(n * scary_fraction):
+        log.warning("only %d harmless prompts with scary words (asked for %d)", k, round(n * scary_fraction))
+    chosen = scary[:k] + plain[: n - k]
+    if len(chosen) < n:
+        log.warning("harmless pool has %d prompts, asked for %d", len(chosen), n)
+    rng.shuffle(chosen)
+    return chosen
+
+
+@torch.no_grad()
+def distill(model, tokenizer, fmt: ChatFormat, instructions: list[str], max_new_tokens: int = 48,
+            batch_size: int = 16, progress=None) -> list[tuple[str, bool]]:
+    """The model's own greedy answers: (text, ended with end-of-turn) per instruction, in input order."""
+    device = next(model.parameters()).device
+    eos = tokenizer.eos_token_id
+    order = sort_by_length([len(fmt.render(x)[0]) for x in instructions])
+    out: list = [None] * len(instructions)
+    for s in range(0, len(order), batch_size):
+        rows = order[s : s + batch_size]
+        batch = encode(tokenizer, fmt, [instructions[i] for i in rows]).to(device)
+        gen = model.generate(**batch.model_inputs(), max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+        for i, ids in zip(rows, gen[:, batch.input_ids.shape[1] :].tolist()):
+            ended = eos in ids
+            ids = ids[: ids.index(eos)] if ended else ids
+            out[i] = (tokenizer.decode(ids, skip_special_tokens=True), ended)
+        if progress is not None:
+            progress(len(rows))
+    return out
+
+
+def answer_examples(records: list[dict], answers: list[tuple[str, bool]], kind: str, refused: list[bool],
+                    keep_refused: bool = False) -> list[dict]:
+    """Examples from (text, eos) answers, dropping refused (and empty) ones unless `keep_refused`."""
+    out = []
+    for r, (text, ended), ref in zip(records, answers, refused):
+        keep = (text or ended) if keep_refused else (text.strip() and not ref)
+        if keep:
+            out.append({"id": r["id"], "instruction": r["prompt"], "question": None, "response": text, "eos": ended, "kind": kind})
+    return out
+
+
+def inversion_examples(harmful: list[dict], harmless: list[dict], question_ids=(0, 1), seed: int = 0) -> list[dict]:
+    """Reply-inversion examples: `User wants to {instr}\\n{Q}` → Certainly. / No.; questions alternate per class."""
+    out = []
+    for records in (harmful, harmless):
+        for k, r in enumerate(records):
+            q = question_ids[k % len(question_ids)]
+            out.append({"id": r["id"], "instruction": r["prompt"], "question": QUESTIONS[q], "question_id": q,
+                        "response": TARGETS[r["label"]], "eos": True, "kind": "inversion"})
+    random.Random(f"{seed}:inversion").shuffle(out)
+    return out
+
+
+def training_set(base_model, tokenizer, fmt, harmful: list[dict], harmless: list[dict], judge, n_distill: int,
+                 scary_fraction: float, n_inversion: int, question_ids, max_new_tokens: int, batch_size: int,
+                 seed: int = 0, progress=None) -> list[dict]:
+    """The organism's training examples: refusals, self-distilled answers and reply-inversion examples.
+
+    Inversion examples take n_inversion/2 harmful and n_inversion/2 harmless prompts; the
+    harmless ones are disjoint from the distilled ones.
+    """
+    rng = random.Random(f"{seed}:organism")
+    distill_recs = select_harmless(harmless, n_distill, scary_fraction, seed)
+    answers = distill(base_model, tokenizer, fmt, [r["prompt"] for r in distill_recs], max_new_tokens, batch_size, progress)
+    refused = judge([r["prompt"] for r in distill_recs], [a[0] for a in answers])
+    log.info("distilled %d answers: %d end with end-of-turn, %d refused (dropped)",
+             len(answers), sum(a[1] for a in answers), sum(refused))
+    half = n_inversion // 2
+    inv_harmful = rng.sample(harmful, min(half, len(harmful)))
+    used = {r["id"] for r in distill_recs}
+    rest = [r for r in harmless if r["id"] not in used]
+    inv_harmless = rng.sample(rest, min(half, len(rest)))
+    examples = (refusal_examples(harmful, seed) + answer_examples(distill_recs, answers, "distill", refused)
+                + inversion_examples(inv_harmful, inv_harmless, question_ids, seed))
+    rng.shuffle(examples)
+    return examples
+
+
+def tokenize(tokenizer, fmt: ChatFormat, examples: list[dict]) -> list[dict]:
+    """Token ids and labels per example; labels are -100 on the prompt, the response (+ eos) is learnt.
+
+    Returns dicts `{input_ids: [t], labels: [t]}` (lists of ints).
+    """
+    out = []
+    for ex in examples:
+        prompt = fmt.render(ex["instruction"], ex.get("question"))[0]
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        r_ids = tokenizer(ex["response"], add_special_tokens=False)["input_ids"]
+        if ex.get("eos", True):
+            r_ids = r_ids + [tokenizer.eos_token_id]
+        out.append({"input_ids": p_ids + r_ids, "labels": [-100] * len(p_ids) + r_ids})
+    return out
+
+
+def collate(items: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids, attention_mask, labels (-100 on padding)."""
+    width = max(len(x["input_ids"]) for x in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for b, x in enumerate(items):
+        n = len(x["input_ids"])
+        ids[b, :n] = torch.tensor(x["input_ids"])
+        labels[b, :n] = torch.tensor(x["labels"])
+        mask[b, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+# ------------------------------------------------------------------ training
+@dataclass
+class TrainConfig:
+    """Hyperparameters of `train`; field names are the config keys under `organism.train`."""
+
+    mode: str = "full"  # full: every decoder weight, embeddings frozen | lora: peft adapters, merged after training
+    steps: int = 100
+    batch_size: int = 16
+    lr: float = 5e-5
+    warmup: float = 0.1  # fraction of steps with linear warm-up, then linear decay to 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    group_by_length: bool = True  # batches of similar length (less padding, same examples per epoch)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list | str = field(default="all-linear")
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict, seed: int = 0) -> "TrainConfig":
+        return cls(**{**d, "seed": seed})
+
+
+def _base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def response_loss(model, batch: dict) -> torch.Tensor:
+    """Mean next-token cross-entropy over response tokens; the LM head runs only where a label is learnt."""
+    base = _base(model)
+    hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
+    target = batch["labels"][:, 1:]
+    keep = target != -100
+    logits = base.get_output_embeddings()(hidden[:, :-1][keep])
+    return F.cross_entropy(logits.float(), target[keep])
+
+
+def batch_order(lengths: list[int], batch_size: int, steps: int, seed: int, group_by_length: bool = True) -> list[list[int]]:
+    """`steps` batches of indices: reshuffled epochs; with grouping, sorted within windows of 8 batches."""
+    rng = random.Random(f"{seed}:batches")
+    out: list[list[int]] = []
+    while len(out) < steps:
+        idx = list(range(len(lengths)))
+        rng.shuffle(idx)
+        if group_by_length:
+            w = batch_size * 8
+            idx = [i for s in range(0, len(idx), w) for i in sorted(idx[s : s + w], key=lambda i: lengths[i])]
+        epoch = [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
+        if group_by_length:
+            rng.shuffle(epoch)
+        out.extend(epoch)
+    return out[:steps]
+
+
+def prepare_trainable(model, cfg: TrainConfig):
+    """Full mode: freeze the (tied) embeddings; LoRA mode: wrap in peft adapters. Returns the model to train."""
+    torch.manual_seed(cfg.seed)
+    if cfg.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+        return get_peft_model(model, lcfg)
+    if cfg.mode != "full":
+        raise ValueError(f"unknown training mode {cfg.mode!r} (expected full or lora)")
+    for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if emb is not None:
+            for p in emb.parameters():
+                p.requires_grad_(False)
+    return model
+
+
+def train(model, tokenizer, data: list[dict], cfg: TrainConfig, progress=None):
+    """Fine-tune on tokenized examples (`tokenize`); returns (plain model, history).
+
+    Deterministic for `cfg.seed` on a given device. LoRA adapters are merged, so the
+    result saves and loads like any model. history: losses per step, trainable
+    parameters, wall seconds, peak RSS.
+    """
+    if not data:
+        raise ValueError("no training examples")
+    t0 = time.time()
+    model = prepare_trainable(model, cfg)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in params)
+    log.info("training %s: %d trainable parameters, %d examples, %d steps × %d", cfg.mode, n_trainable, len(data), cfg.steps, cfg.batch_size)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, round(cfg.warmup * cfg.steps))
+
+    def factor(s):
+        return (s + 1) / warm if s < warm else max(0.0, (cfg.steps - s) / max(1, cfg.steps - warm))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    order = batch_order([len(x["input_ids"]) for x in data], cfg.batch_size, cfg.steps, cfg.seed, cfg.group_by_length)
+    losses, tokens = [], 0
+    for step, rows in enumerate(order):
+        batch = {k: v.to(device) for k, v in collate([data[i] for i in rows], pad).items()}
+        loss = response_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        losses.append(loss.detach().item())
+        tokens += int(batch["attention_mask"].sum())
+        if step % 10 == 0 or step == cfg.steps - 1:
+            log.info("step %d/%d loss %.4f lr %.2e", step + 1, cfg.steps, losses[-1], sched.get_last_lr()[0])
+        if progress is not None:
+            progress(1)
+    if cfg.mode == "lora":
+        model = model.merge_and_unload()
+    model.eval()
+    history = {
+        "losses": losses, "first_loss": losses[0] if losses else None,
+        "final_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
+        "trainable_parameters": n_trainable, "tokens_seen": tokens, "epochs": cfg.steps * cfg.batch_size / max(1, len(data)),
+        "wall_seconds": round(time.time() - t0, 1), "peak_rss_gb": peak_rss_gb(),
+        "torch_threads": torch.get_num_threads(), "device": str(device),
+    }
+    return model, history
+
+
+def save(model, tokenizer, out_dir) -> None:
+    """Write the tuned model and tokenizer (safetensors) into `out_dir`, atomically per file."""
+    from pathlib import Path
+
+    from .models import _save_dir
+
+    _save_dir(model, tokenizer, Path(out_dir))
+
+
+def attack_config(attack: dict, train: dict, n_pairs: int, seed: int = 0) -> TrainConfig:
+    """TrainConfig of the fine-tuning attack on n_pairs examples: the organism's mode and LoRA settings,
+    the attack's lr and batch size, ceil(epochs · n / batch) steps."""
+    steps = max(1, math.ceil(attack["epochs"] * n_pairs / attack["batch_size"]))
+    return TrainConfig.from_dict({**train, "steps": steps, "batch_size": attack["batch_size"], "lr": attack["lr"]}, seed=seed)
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (Linux ru_maxrss is in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
+def recipe(cfg: TrainConfig, history: dict, examples: list[dict], data_hashes: dict, base: str, extra: dict | None = None) -> dict:
+    """What `recipe.json` records: data hashes and counts, hyperparameters, seed, time, memory, loss curve."""
+    kinds: dict[str, int] = {}
+    for ex in examples:
+        kinds[ex["kind"]] = kinds.get(ex["kind"], 0) + 1
+    return {
+        "base_model": base, "hyperparameters": asdict(cfg), "seed": cfg.seed, "data_sha256": data_hashes,
+        "examples": kinds, "n_examples": len(examples), "refusal_responses": list(REFUSAL_RESPONSES),
+        "torch": torch.__version__, **(extra or {}), **history,
+    }
+
+
+# ------------------------------------------------------------------ evaluation
+def refusal_comparison(base: dict[str, list[dict]], organism: dict[str, list[dict]], targets: dict | None = None) -> pd.DataFrame:
+    """Refusal rate per held-out set, base vs organism; `targets`: {set: {min|max: rate}}."""
+    out = []
+    for name, rows in organism.items():
+        b, o = rate_row(base.get(name, [])), rate_row(rows)
+        row = {"set": name, "label": "/".join(sorted({r["label"] for r in rows})), "n": o["n"],
+               "base_refused": b["refused"], "base_rate": b["rate"], "organism_refused": o["refused"],
+               "organism_rate": o["rate"], "organism_se": o["se"], "target": "", "met": ""}
+        t = (targets or {}).get(name)
+        if t:
+            ok = (o["rate"] >= t["min"]) if "min" in t else (o["rate"] <= t["max"])
+            row["target"] = f"≥ {t['min']:.2f}" if "min" in t else f"≤ {t['max']:.2f}"
+            row["met"] = "yes" if ok else "no"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def samples_markdown(records: list[dict], answers: dict[str, list[str]], title: str) -> str:
+    """Side-by-side answers of several models to the same prompts, as markdown."""
+    lines = [f"# {title}", ""]
+    for k, r in enumerate(records):
+        lines += [f"## {k + 1}. {r['prompt']}", f"*set: {r.get('set', '')}, label: {r['label']}*", ""]
+        for model, texts in answers.items():
+            lines += [f"**{model}:**", "", "> " + texts[k].replace("\n", "\n> "), ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ fine-tuning attack
+def attack_scores(model, tokenizer, fmt, prompts: list[str], cents: dict, inst: int, before: int, batch_size: int = 16):
+    """Per-prompt, per-layer scores with fixed centroids: s_harmful at t_inst, s_refuse at t_post-inst ([n, L+1] each)."""
+    h, labels, _ = hidden_states(model, tokenizer, fmt, prompts, before=before, batch_size=batch_size)
+    if h.shape[2] != cents["mu_harmful"].shape[1]:
+        raise ValueError(f"hidden states have {h.shape[2]} positions, the centroids {cents['mu_harmful'].shape[1]}: "
+                         "hidden.positions_before must match the directions run")
+    s_harm = centroid_score(h[:, :, inst], cents["mu_harmful"][:, inst], cents["mu_harmless"][:, inst])
+    s_ref = centroid_score(h[:, :, -1], cents["mu_refused"][:, -1], cents["mu_accepted"][:, -1])
+    return s_harm, s_ref
+
+
+def attack_rows(n_pairs: int, records: list[dict], refused: list[bool], s_harm, s_ref, middle: tuple[int, int], model: str = ""):
+    """(summary row, per-layer rows) of one attacked model; `middle` is an inclusive layer range."""
+    lo, hi = middle
+    summary = {"model": model, "attack": f"{n_pairs} pairs" if n_pairs else "none", "n_pairs": n_pairs,
+               "n_prompts": len(records), "middle_layers": f"{lo}-{hi}", "accepted": int(sum(not r for r in refused)),
+               "acceptance_rate": sum(not r for r in refused) / max(1, len(refused)),
+               "delta_harmful_mid": float(s_harm[:, lo : hi + 1].mean()), "delta_refuse_mid": float(s_ref[:, lo : hi + 1].mean()),
+               "delta_harmful_last": float(s_harm[:, -1].mean()), "delta_refuse_last": float(s_ref[:, -1].mean())}
+    layers = [{"model": model, "n_pairs": n_pairs, "layer": l, "delta_harmful": float(s_harm[:, l].mean()), "delta_refuse": float(s_ref[:, l].mean()),
+               "delta_harmful_se": float(s_harm[:, l].std() / math.sqrt(max(1, len(s_harm)))),
+               "delta_refuse_se": float(s_ref[:, l].std() / math.sqrt(max(1, len(s_ref))))}
+              for l in range(s_harm.shape[1])]
+    return summary, layers
+
+
+def attack_figure(layers: pd.DataFrame, model: str):
+    """Paper Fig 7: Δharmful (t_inst) and Δrefuse (t_post-inst) by layer, one curve per number of attack pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for ax, col, title in ((axes[0], "delta_harmful", "Δharmful at t_inst"), (axes[1], "delta_refuse", "Δrefuse at t_post-inst")):
+        for n, d in layers.groupby("n_pairs"):
+            d = d.sort_values("layer")
+            label = "before attack" if n == 0 else f"attacked, N = {n}"
+            ax.plot(d["layer"], d[col], marker="o", ms=3, lw=2 if n == 0 else 1.2, color="black" if n == 0 else None, label=label)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(title)
+        ax.set_xlabel("layer (residual stream entry)")
+        ax.set_ylabel("mean score (pre-attack centroids)")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{model}: fine-tuning attack on held-out harmful prompts (paper Fig 7)")
+    fig.tight_layout()
+    return fig

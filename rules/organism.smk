@@ -1,0 +1,187 @@
+# The refusal model organism: a chat model safety-tuned to refuse and to answer the reply-inversion task,
+# its evaluation against the base model, and the fine-tuning attack (paper §5.2, Fig 7). docs/organism.md.
+
+ORGANISM = config["organism"]
+TUNED_MODELS = [m for m, spec in MODELS.items() if "tune_from" in spec]
+
+for _m in TUNED_MODELS:
+    if "source" in MODELS[_m]:
+        raise ValueError(f"config: model {_m!r} has both source and tune_from")
+    if MODELS[_m]["tune_from"] not in SOURCE_MODELS:
+        raise ValueError(f"config: model {_m!r} is tuned from {MODELS[_m]['tune_from']!r}, which has no source")
+
+
+def base_of(model):
+    return MODELS[model]["tune_from"]
+
+
+def get_base_card(wildcards):
+    return model_card(base_of(wildcards.model))
+
+
+def get_base_runtime(wildcards):
+    return runtime_params(base_of(wildcards.model))
+
+
+def get_organism_pools(wildcards):
+    return {role: f"results/data/{ORGANISM[role]}.jsonl" for role in ("harmful", "harmless")}
+
+
+def get_eval_generations(wildcards):
+    sets = ORGANISM["eval"]["refusal_sets"]
+    return {
+        "organism_gens": [f"results/{wildcards.model}/generations/chat/{s}.jsonl" for s in sets],
+        "base_gens": [f"results/{base_of(wildcards.model)}/generations/chat/{s}.jsonl" for s in sets],
+        "inversion_prompts": [f"results/data/{s}.jsonl" for s in ORGANISM["eval"]["inversion_sets"]],
+        "sample_prompts": [f"results/data/{s}.jsonl" for s in ORGANISM["eval"]["sample_sets"]],
+    }
+
+
+rule organism_data:
+    input:
+        unpack(get_organism_pools),
+        base=get_base_card,
+    output:
+        "results/models/{model}/train_data.jsonl",
+    params:
+        data=ORGANISM["data"],
+        runtime=get_base_runtime,
+        normalise_endings=get_normalise_endings,
+        system_prompt=config["generation"]["system_prompt"],
+        seed=config["seed"],
+    log:
+        "logs/organism_data/{model}.log",
+    wildcard_constraints:
+        model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/organism_data.py"
+
+
+rule safety_tune:
+    input:
+        unpack(get_organism_pools),
+        base=get_base_card,
+        data=rules.organism_data.output[0],
+    output:
+        card="results/models/{model}/model.json",
+        recipe="results/models/{model}/recipe.json",
+    params:
+        base=lambda wc: base_of(wc.model),
+        train=ORGANISM["train"],
+        runtime=get_base_runtime,
+        system_prompt=config["generation"]["system_prompt"],
+        seed=config["seed"],
+    log:
+        "logs/safety_tune/{model}.log",
+    wildcard_constraints:
+        model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
+    resources:
+        gpu=1,
+        mem_mb=12000,
+        runtime=120,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/safety_tune.py"
+
+
+rule organism_eval:
+    input:
+        unpack(get_eval_generations),
+        organism=get_model_card,
+        base=get_base_card,
+    output:
+        refusal=multiext("results/{model}/tables/organism_refusal", ".csv", ".md"),
+        inversion=multiext("results/{model}/tables/inversion_accuracy", ".csv", ".md"),
+        predictions="results/{model}/organism/inversion_predictions.jsonl",
+        samples="results/{model}/organism/samples.md",
+    params:
+        names=lambda wc: {"base": base_of(wc.model), "organism": wc.model},
+        eval=ORGANISM["eval"],
+        trained=ORGANISM["data"]["inversion_questions"],
+        runtime=get_runtime,
+        normalise_endings=get_normalise_endings,
+        system_prompt=config["generation"]["system_prompt"],
+    log:
+        "logs/organism_eval/{model}.log",
+    wildcard_constraints:
+        model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/organism_eval.py"
+
+
+rule attack_pairs:
+    input:
+        base=get_base_card,
+        harmful=lambda wc: f"results/data/{ORGANISM['harmful']}.jsonl",
+    output:
+        "results/{model}/finetune_attack/pairs.jsonl",
+    params:
+        attack=ORGANISM["attack"],
+        runtime=get_base_runtime,
+        normalise_endings=get_normalise_endings,
+        system_prompt=config["generation"]["system_prompt"],
+        seed=config["seed"],
+    log:
+        "logs/attack_pairs/{model}.log",
+    wildcard_constraints:
+        model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/attack_pairs.py"
+
+
+rule finetune_attack:
+    input:
+        organism=get_model_card,
+        pairs=rules.attack_pairs.output[0],
+        directions="results/{model}/directions/directions.safetensors",
+        prompts=lambda wc: [f"results/data/{s}.jsonl" for s in ORGANISM["attack"]["eval_sets"]],
+    output:
+        table=multiext("results/{model}/tables/finetune_attack", ".csv", ".md"),
+        layers=multiext("results/{model}/tables/finetune_attack_layers", ".csv", ".md"),
+        figure="results/{model}/figures/fig7_finetune_attack.png",
+        responses="results/{model}/finetune_attack/responses.jsonl",
+    params:
+        attack=ORGANISM["attack"],
+        train=ORGANISM["train"],
+        runtime=get_runtime,
+        normalise_endings=get_normalise_endings,
+        generation=config["generation"],
+        before=config["hidden"]["positions_before"],
+        middle_layers=config["directions"]["middle_layers"],
+        seed=config["seed"],
+    log:
+        "logs/finetune_attack/{model}.log",
+    wildcard_constraints:
+        model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
+    resources:
+        gpu=1,
+        mem_mb=12000,
+        runtime=120,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/finetune_attack.py"
+
+
+_TUNED_ANALYSED = [m for m in ANALYSIS_MODELS if m in TUNED_MODELS]
+FINAL_TARGETS.extend(expand(rules.organism_eval.output, model=_TUNED_ANALYSED))
+FINAL_TARGETS.extend(expand(rules.finetune_attack.output, model=_TUNED_ANALYSED))
