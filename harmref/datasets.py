@@ -143,7 +143,7 @@ def validate_records(records: list[dict], path) -> list[dict]:
         if not isinstance(r["prompt"], str) or not r["prompt"].strip():
             raise DataError(path, "empty prompt", record=f"line {line}", field="prompt")
         if r["label"] not in LABELS:
-            raise DataError(path, f"label must be one of {LABELS}", record=f"line {line}", field="label")
+            raise DataError(path, f"label must be one of {LABELS}, got {r['label']!r}", record=f"line {line}", field="label")
         if r["id"] in ids:
             raise DataError(path, f"duplicate id {r['id']!r} (first at line {ids[r['id']]})", record=f"line {line}", field="id")
         ids[r["id"]] = line

@@ -245,18 +245,20 @@ def read_records(path, fmt: str = "auto") -> list[dict]:
         return rows
     if fmt == "csv":
         try:
-            with open(path, encoding="utf-8", newline="") as f:
-                reader = csv.DictReader(f, strict=True)
-                rows = []
+            f = open(path, encoding="utf-8", newline="")
+        except FileNotFoundError:
+            raise DataError(path, "file not found") from None
+        with f:
+            reader = csv.DictReader(f, strict=True)
+            rows = []
+            try:
                 for i, row in enumerate(reader, 1):
                     if None in row:
                         raise DataError(path, "more fields than the header has", record=f"row {i}")
                     rows.append({**row, "_line": i})
-                return rows
-        except FileNotFoundError:
-            raise DataError(path, "file not found") from None
-        except csv.Error as e:
-            raise DataError(path, f"malformed CSV: {e}") from None
+            except csv.Error as e:
+                raise DataError(path, f"malformed CSV after line {reader.line_num}: {e}") from None
+            return rows
     if fmt == "txt":
         try:
             lines = Path(path).read_text(encoding="utf-8").splitlines()

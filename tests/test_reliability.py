@@ -340,6 +340,17 @@ def test_references_to_unconfigured_datasets_fail_before_the_dag(tmp_path):
     assert "config: directions.harmful names 'harmfull_train', which is not under datasets:" in out
 
 
+def test_bad_label_and_broken_csv_name_the_problem(tmp_path):
+    p = tmp_path / "set.jsonl"
+    p.write_text('{"id": "a", "prompt": "x", "label": "harmfull"}\n')
+    with pytest.raises(DataError, match=r"set.jsonl, record line 1, field 'label': label must be one of .*got 'harmfull'"):
+        datasets.load_prompts(p)
+    f = tmp_path / "bad.csv"
+    f.write_text('instruction,x\nok,1\n"unterminated,2\n')
+    with pytest.raises(DataError, match=r"bad.csv: malformed CSV after line 2"):
+        datasets.build_set("x", {"label": "harmful", "sources": [{"file": str(f), "format": "csv"}]})
+
+
 def test_unreachable_ollama_judge_names_the_host():
     host = f"http://127.0.0.1:{_free_port()}"
     judge = judging.make_judge("ollama", host=host, timeout=3)
