@@ -115,3 +115,110 @@ def jailbreak_figure(groups, model: str):
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------ steering (Figs 4–5)
+ARM_COLORS = ["tab:red", "tab:blue", "tab:purple", "tab:orange", "tab:green", "tab:brown"]
+
+
+def _no_data(title):
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.text(0.5, 0.5, "no steered generations (see the rule log)", ha="center", va="center")
+    ax.set_axis_off()
+    ax.set_title(title)
+    return fig
+
+
+def _steering_panels(df, metrics, title):
+    """Rows = metrics (column, y label), columns = (set, question) cells; one curve per arm."""
+    cells = list(dict.fromkeys(zip(df["set"], df["question_id"])))
+    if not cells:
+        return _no_data(title)
+    fig, axes = plt.subplots(len(metrics), len(cells), figsize=(5.2 * len(cells), 2.9 * len(metrics)), squeeze=False, sharex=True)
+    for j, (set_name, q) in enumerate(cells):
+        cell = df[(df["set"] == set_name) & (df["question_id"].isna() if q is None else df["question_id"] == q)]
+        base = cell[cell["arm"] == "baseline"]
+        arms = [a for a in dict.fromkeys(cell["arm"]) if a != "baseline"]
+        for i, (col, ylabel) in enumerate(metrics):
+            ax = axes[i, j]
+            for k, arm in enumerate(arms):
+                d = cell[(cell["arm"] == arm) & (cell["control"] == "layer_sweep")].sort_values("layer")
+                ax.plot(d["layer"], d[col], marker="o", ms=3, color=ARM_COLORS[k % len(ARM_COLORS)], label=arm)
+            if len(base) and col in base:
+                ax.axhline(float(base[col].iloc[0]), color="black", ls="--", lw=1, label="unsteered")
+            if "%" in ylabel:
+                ax.set_ylim(-3, 103)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.set_ylabel(ylabel)
+            if i == 0:
+                n = int(base["n"].iloc[0]) if len(base) else int(cell["n"].max())
+                ax.set_title(f"{set_name}" + (f", {q}" if q is not None else "") + f" (n={n} per layer)")
+            if i == len(metrics) - 1:
+                ax.set_xlabel("steered layer l (vector added at the input of decoder layer l)")
+        axes[0, j].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def steering_refusal_figure(table, model: str):
+    """Paper Fig 4: refusal rate of accepted-harmless prompts by steered layer, one curve per direction."""
+    return _steering_panels(
+        table.assign(question_id=None),
+        [("rate_%", "refusal rate % (substring)"), ("score", "refusal log-odds, 1st token")],
+        f"{model}: steering accepted harmless prompts toward refusal (paper Fig 4)",
+    )
+
+
+def reply_inversion_figure(table, model: str):
+    """Paper Fig 5: "No" rate by steered layer per direction, harmless and harmful prompts."""
+    return _steering_panels(
+        table,
+        [("no_%", '"No" % of valid answers'), ("invalid_%", "invalid answers %"),
+         ("score", "log P(Certainly) − log P(No), 1st token")],
+        f"{model}: reply inversion under steering (paper Fig 5)",
+    )
+
+
+def steering_controls_figure(controls, model: str):
+    """Controls at each arm's best layer: coefficient sweep, norm-matched and swapped-scope directions (Δ vs unsteered)."""
+    if controls.empty:
+        return _no_data(f"{model}: steering controls")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
+    controls = controls.assign(key=controls["experiment"] + " · " + controls["set"] + " · " + controls["arm"]
+                               + " @L" + controls["layer"].astype(int).astype(str))
+    for k, (key, g) in enumerate(controls[controls["control"] == "coefficient"].groupby("key", sort=False)):
+        g = g.sort_values("coeff")
+        ref = g["reference_%"].iloc[0] - g["baseline_%"].iloc[0]
+        xs, ys = list(g["coeff"]), list(g["delta_%"])
+        ax1.plot(xs, ys, marker="o", ms=3, color=ARM_COLORS[k % len(ARM_COLORS)], label=key)
+        ax1.plot([1.0], [ref], marker="*", ms=9, color=ARM_COLORS[k % len(ARM_COLORS)])
+    ax1.set_xscale("log", base=2)
+    ax1.axhline(0, color="grey", lw=0.8)
+    ax1.set_xlabel("coefficient c (h + c·v; ★ = the layer sweep's c)")
+    ax1.set_ylabel("Δ rate vs unsteered (pp): refusal % (Fig 4) / \"No\" % (Fig 5)")
+    ax1.set_title("coefficient sweep at each arm's best layer")
+    ax1.legend(fontsize=6)
+    other = controls[controls["control"].isin(["norm_matched", "scope_swap"])]
+    keys = list(dict.fromkeys(other["key"]))
+    width = 0.27
+    for i, key in enumerate(keys):
+        g = other[other["key"] == key]
+        ref = g["reference_%"].iloc[0] - g["baseline_%"].iloc[0]
+        ax2.barh(i - width, ref, width, color="tab:gray", label="as swept" if i == 0 else None)
+        for off, ctl, color in ((0, "norm_matched", "tab:olive"), (width, "scope_swap", "tab:cyan")):
+            d = g[g["control"] == ctl]
+            if len(d):
+                ax2.barh(i + off, float(d["delta_%"].iloc[0]), width, color=color,
+                         label=({"norm_matched": "other direction's norm", "scope_swap": "other direction's scope"}[ctl]
+                                if ctl not in ax2.get_legend_handles_labels()[1] and i == keys.index(key) else None))
+    ax2.set_yticks(range(len(keys)), keys, fontsize=6)
+    ax2.axvline(0, color="grey", lw=0.8)
+    ax2.set_xlabel("Δ rate vs unsteered (pp)")
+    ax2.set_title("norm-matched and swapped-scope controls")
+    handles, labels = ax2.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    ax2.legend(uniq.values(), uniq.keys(), fontsize=7)
+    fig.suptitle(f"{model}: steering controls")
+    fig.tight_layout()
+    return fig

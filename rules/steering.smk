@@ -1,0 +1,91 @@
+# Steering (paper §3.4–3.5): Fig 4 (steer accepted-harmless prompts toward refusal), Fig 5 (reply
+# inversion), and the controls (coefficient sweep, norm-matched, swapped scope). Each job is one
+# batched sweep: every row of a generate call carries its own layer, vector, coefficient and scope.
+
+
+wildcard_constraints:
+    experiment="refusal|inversion",
+
+
+def get_steer_prompts(wildcards):
+    m, s = wildcards.model, config["steering"]
+    if wildcards.experiment == "refusal":
+        return [f"results/{m}/generations/chat/{s['refusal']['set']}.jsonl"]
+    return [f"results/data/{s['inversion'][k]}.jsonl" for k in ("harmless_set", "harmful_set")]
+
+
+def get_refusal_tokens(wildcards):
+    s = config["steering"]
+    return s["refusal_tokens_per_model"].get(wildcards.model, s["refusal_tokens"])
+
+
+rule steer:
+    input:
+        model=get_model_card,
+        directions="results/{model}/directions/directions.safetensors",
+        prompts=get_steer_prompts,
+    output:
+        "results/{model}/steering/{experiment}.jsonl",
+    params:
+        runtime=get_runtime,
+        steering=config["steering"],
+        refusal_tokens=get_refusal_tokens,
+        system_prompt=config["generation"]["system_prompt"],
+    log:
+        "logs/steer/{model}/{experiment}.log",
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/steer.py"
+
+
+rule steer_controls:
+    input:
+        model=get_model_card,
+        directions="results/{model}/directions/directions.safetensors",
+        sweeps=expand("results/{{model}}/steering/{experiment}.jsonl", experiment=("refusal", "inversion")),
+    output:
+        "results/{model}/steering/controls.jsonl",
+    params:
+        runtime=get_runtime,
+        steering=config["steering"],
+        refusal_tokens=get_refusal_tokens,
+        system_prompt=config["generation"]["system_prompt"],
+    log:
+        "logs/steer_controls/{model}.log",
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/steer_controls.py"
+
+
+STEERING_TABLES = ["fig4_steering_refusal", "fig5_reply_inversion", "steering_controls"]
+
+
+rule steering_report:
+    input:
+        sweeps=rules.steer_controls.input.sweeps,
+        controls=rules.steer_controls.output,
+    output:
+        tables=expand("results/{{model}}/tables/{name}.{ext}", name=STEERING_TABLES, ext=("csv", "md")),
+        fig4=report("results/{model}/figures/fig4_steering_refusal.png", caption="../report/fig4_steering_refusal.rst", category="Steering"),
+        fig5=report("results/{model}/figures/fig5_reply_inversion.png", caption="../report/fig5_reply_inversion.rst", category="Steering"),
+        controls=report("results/{model}/figures/steering_controls.png", caption="../report/steering_controls.rst", category="Steering"),
+    log:
+        "logs/steering_report/{model}.log",
+    localrule: True
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/steering_report.py"
+
+
+FINAL_TARGETS.extend(expand(rules.steering_report.output, model=ANALYSIS_MODELS))

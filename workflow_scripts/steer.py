@@ -1,0 +1,18 @@
+"""Rule steer: one batched layer sweep — Fig 4 (refusal: accepted-harmless prompts) or Fig 5 (reply inversion)."""
+
+from pathlib import Path
+
+from harmref import io, models, positions, runlog, steering
+
+log = runlog.start(snakemake)
+p, rt, experiment = snakemake.params.steering, snakemake.params.runtime, snakemake.wildcards.experiment
+records = {Path(f).stem: io.read_jsonl(f) for f in snakemake.input.prompts}
+model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"])
+fmt = positions.ChatFormat.from_tokenizer(tok, snakemake.params.system_prompt)
+directions = io.read_tensors(snakemake.input.directions)
+plan = steering.sweep_plan(experiment, p, models.n_layers(model), records)
+n = sum(len(prompts) * len(settings) for prompts, settings in plan)
+rows = steering.execute(model, tok, fmt, experiment, plan, directions, p, snakemake.params.refusal_tokens,
+                        progress=runlog.progress(n, f"steer {experiment}"))
+io.write_jsonl(snakemake.output[0], rows)
+log.info("wrote %d steered generations", len(rows))
