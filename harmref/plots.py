@@ -185,14 +185,14 @@ def steering_controls_figure(controls, model: str):
     if controls.empty:
         return _no_data(f"{model}: steering controls")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
-    controls = controls.assign(key=controls["experiment"] + " · " + controls["set"] + " · " + controls["arm"]
-                               + " @L" + controls["layer"].astype(int).astype(str))
+    q = controls["question_id"].map(lambda x: f" {x}" if isinstance(x, str) else "")
+    controls = controls.assign(key=controls["set"] + q + " · " + controls["arm"] + " @L" + controls["layer"].astype(int).astype(str))
     for k, (key, g) in enumerate(controls[controls["control"] == "coefficient"].groupby("key", sort=False)):
-        g = g.sort_values("coeff")
-        ref = g["reference_%"].iloc[0] - g["baseline_%"].iloc[0]
-        xs, ys = list(g["coeff"]), list(g["delta_%"])
-        ax1.plot(xs, ys, marker="o", ms=3, color=ARM_COLORS[k % len(ARM_COLORS)], label=key)
-        ax1.plot([1.0], [ref], marker="*", ms=9, color=ARM_COLORS[k % len(ARM_COLORS)])
+        color = ARM_COLORS[k % len(ARM_COLORS)]
+        c0, ref = g["reference_coeff"].iloc[0], g["reference_%"].iloc[0] - g["baseline_%"].iloc[0]
+        pts = sorted([*zip(g["coeff"], g["delta_%"]), (c0, ref)])
+        ax1.plot([x for x, _ in pts], [y for _, y in pts], marker="o", ms=3, color=color, label=key)
+        ax1.plot([c0], [ref], marker="*", ms=10, color=color)
     ax1.set_xscale("log", base=2)
     ax1.axhline(0, color="grey", lw=0.8)
     ax1.set_xlabel("coefficient c (h + c·v; ★ = the layer sweep's c)")
