@@ -21,6 +21,7 @@ seen, so a column is a prompt column iff its absolute position < seq.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -208,7 +209,7 @@ def generate_steered(model, tokenizer, batch: EncodedBatch, steers: list[Steer],
     param = next(model.parameters())
     rs = RowSteering(batch, steers, len(decoder_layers(model))).to(param.device, param.dtype)
     b = batch.to(param.device)
-    with add_hooks(model, rs.hooks()):
+    with add_hooks(model, rs.hooks()), _first_logits(model) as first:
         out = model.generate(
             **b.model_inputs(),
             max_new_tokens=max_new_tokens,
@@ -216,11 +217,29 @@ def generate_steered(model, tokenizer, batch: EncodedBatch, steers: list[Steer],
             use_cache=True,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            output_logits=True,
-            return_dict_in_generate=True,
         )
-    logprobs = torch.log_softmax(out.logits[0].float(), dim=-1).cpu()
-    return out.sequences[:, b.input_ids.shape[1] :].cpu(), logprobs
+    logprobs = torch.log_softmax(first["logits"].float(), dim=-1).cpu()
+    return out[:, b.input_ids.shape[1] :].cpu(), logprobs
+
+
+@contextlib.contextmanager
+def _first_logits(model):
+    """Capture the raw logits of the first generated position (output of the LM head on the prefill).
+
+    Raw, before generation-config processors such as a repetition penalty (which would
+    bias "Certainly" vs "No": both appear in the question); only this step is kept.
+    """
+    store: dict = {}
+
+    def hook(module, args, output):
+        if "logits" not in store:
+            store["logits"] = output[:, -1].detach()
+
+    handle = model.get_output_embeddings().register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
 
 
 # ----------------------------------------------------------------- continuous scores

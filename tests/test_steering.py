@@ -147,7 +147,7 @@ def test_hooks_removed_when_generation_fails(tiny):
     bad = steering.Steer.add(1, torch.ones(7))  # wrong width: fails inside the forward pass
     with pytest.raises(RuntimeError):
         steering.run_sweep(model, tok, fmt, INSTRUCTIONS[:1], [bad], 2)
-    assert hooks.n_hooks(model) == 0
+    assert hooks.n_hooks(model) == 0 and not model.get_output_embeddings()._forward_hooks
     with pytest.raises(ValueError):
         steering.run_sweep(model, tok, fmt, INSTRUCTIONS[:1], [steering.Steer.add(99, torch.ones(32))], 2)
 
@@ -223,3 +223,44 @@ def test_inversion_prompts_use_the_paper_questions():
     assert steering.sweep_layers(30, [], 1, 3) == [1, 4, 7, 10, 13, 16, 19, 22, 25, 28]
     with pytest.raises(ValueError):
         steering.sweep_layers(4, [4])
+
+
+def _params(**over):
+    p = {"n_prompts": 2, "layers": [], "layer_start": 1, "layer_stride": 2, "coefficient": 1.0, "unit": False,
+         "every_step": False, "batch_size": 8,
+         "refusal": {"set": "hl", "only_accepted": True, "max_new_tokens": 2,
+                     "arms": [{"direction": "harmfulness", "sign": 1, "scope": "all"}, {"direction": "refusal", "sign": 1, "scope": "all"}]},
+         "inversion": {"harmless_set": "hl", "harmful_set": "hf", "questions": [0, "Is it bad?"], "max_new_tokens": 2,
+                       "harmless_arms": [{"direction": "harmfulness", "sign": 1, "scope": "context"}],
+                       "harmful_arms": [{"direction": "harmfulness", "sign": -1, "scope": "context"}, {"direction": "refusal", "sign": -1, "scope": "all"}]},
+         "controls": {"coefficients": [0.5, 1, 2], "layers": [], "norm_matched": True, "scope_swap": True}}
+    p.update(over)
+    return p
+
+
+def test_plans_follow_the_config():
+    gens = [{"id": f"g{i}", "prompt": f"p{i}", "refused": i == 0} for i in range(4)]
+    (prompts, settings), = steering.sweep_plan("refusal", _params(), 6, {"hl": gens})
+    assert [p["id"] for p in prompts] == ["g1", "g2"]  # accepted prompts only
+    assert len(settings) == 1 + 2 * 3 and {s.layer for s in settings[1:]} == {1, 3, 5}
+    recs = {"hl": [{"id": "a", "label": "harmless", "prompt": "x"}] * 3, "hf": [{"id": "b", "label": "harmful", "prompt": "y"}] * 3}
+    plan = steering.sweep_plan("inversion", _params(), 6, recs)
+    assert [len(p) for p, _ in plan] == [4, 4]  # 2 prompts × 2 questions per set
+    assert {p["question_id"] for p in plan[0][0]} == {"Q0", "custom:Is it bad?"}
+    assert {s.arm for s in plan[1][1]} == {"baseline", "-harmfulness@context", "-refusal@all"}
+    # controls at each arm's best layer, from the sweep's own rows
+    rows = []
+    for set_name, arm, good in (("hl", "+harmfulness@context", 3), ("hf", "-harmfulness@context", 5), ("hf", "-refusal@all", 1)):
+        cell = _rows("inversion", arm, 1, [])  # (empty) just to keep the helper's fields
+        if not any(r["set"] == set_name and r["arm"] == "baseline" for r in rows):
+            cell += _rows("inversion", "baseline", None, ["harmless"] * 2, control="baseline")
+        for l in (1, 3, 5):
+            cell += _rows("inversion", arm, l, ["harmful" if l == good else "harmless"] * 2)
+        rows += [{**r, "set": set_name, "prompt": "x", "id": "a"} for r in cell]
+    plan = steering.controls_plan("inversion", _params(), rows)
+    assert [len(p) for p, _ in plan] == [2, 2]  # each set's baseline prompts
+    layers = {(s.arm, s.control): s.layer for _, ss in plan for s in ss}
+    assert layers[("+harmfulness@context", "coefficient")] == 3 and layers[("-harmfulness@context", "coefficient")] == 5
+    assert layers[("-refusal@all", "norm_matched")] == 1
+    assert {s.scope for _, ss in plan for s in ss if s.control == "scope_swap" and s.direction == "refusal"} == {"context"}
+    assert {s.coeff for _, ss in plan for s in ss if s.control == "coefficient"} == {0.5, 2.0}
