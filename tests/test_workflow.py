@@ -64,7 +64,11 @@ def test_second_run_does_nothing(workdir):
 
 
 def test_changing_one_sample_size_reruns_only_its_dependents(workdir):
-    out = run(workdir, "-n", "--config", "datasets={'harmless_test': {'n': 7}}").stdout
+    # a whole config file: `--config` passes nested numbers as strings, which the schema rejects
+    config = yaml.safe_load((workdir / "config/config.yaml").read_text())
+    config["datasets"]["harmless_test"]["n"] = 7
+    (workdir / "config/n7.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    out = run(workdir, "-n", "--configfile", str(workdir / "config/n7.yaml")).stdout
     counts = job_counts(out)
     assert counts.get("build_dataset") == 1, counts
     assert counts.get("generate") == 1 and counts.get("extract_hidden") == 1, counts

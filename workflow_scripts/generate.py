@@ -18,7 +18,8 @@ positions.check_context(tok, fmt, prompts, models.context_length(model, tok), re
 responses = generation.generate(
     model, tok, fmt, prompts, gen["max_new_tokens"], rt["batch_size"],
     progress=runlog.progress(len(records), "generate"),
-    checkpoint=out + ".partial.jsonl", checkpoint_key=[io.sha256_file(snakemake.input.model), rt],
+    checkpoint=out + ".partial.jsonl",
+    checkpoint_key=[io.sha256_file(snakemake.input.model), str(model.device), str(model.dtype)],
 )
 rows = [{"id": r["id"], "prompt": r["prompt"], "label": r["label"], "category": r["category"], "response": x}
         for r, x in zip(records, responses)]
