@@ -89,7 +89,8 @@ def tiny_random(template: str = "chatml", seed: int = 0, n_layers: int = 4, d_mo
         "llama2": ["<unk>", "<s>", "</s>"],
         "llama3": ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
     }[template]
-    byte_vocab = {ch: i for i, ch in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+    # sorted: alphabet() comes from a hash set, in a different order in every process
+    byte_vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     vocab = {tok: i for i, tok in enumerate(specials)}
     vocab.update({ch: len(specials) + i for ch, i in byte_vocab.items()})
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
