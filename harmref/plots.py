@@ -90,29 +90,46 @@ def accuracy_figure(acc, model: str):
 
 
 JAILBREAK_MARKERS = ("^", "s", "D", "P", "X", "v")
+JAILBREAK_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black")
 
 
 def jailbreak_figure(groups, model: str):
     """Paper Fig 6: Δharmful (t_inst) vs Δrefuse (t_post-inst) per prompt, behaviour groups and jailbroken prompts.
 
-    groups: rows with `group`, `delta_harmful`, `delta_refuse` (guards.fig6_groups).
+    groups: rows with `group`, `delta_harmful`, `delta_refuse` (guards.fig6_groups). When Δrefuse is
+    undefined (the model refused no training prompt, so there is no refused centroid), Δharmful is
+    drawn per group instead.
     """
-    fig, ax = plt.subplots(figsize=(7, 5.5))
-    for g, (color, _) in GROUP_STYLE.items():
+    import numpy as np
+
+    no_refuse = groups["delta_refuse"].isna().all()
+    fig, ax = plt.subplots(figsize=(7 if no_refuse else 9, 5.5))
+    names = [g for g in GROUP_STYLE if (groups["group"] == g).any()]
+    names += [g for g in groups["group"].unique() if g.startswith("jailbreak")]
+    rng = np.random.default_rng(0)
+    jb = [g for g in names if g.startswith("jailbreak")]
+    style = dict(zip(jb, zip(JAILBREAK_MARKERS, JAILBREAK_COLORS)))
+    labels = []
+    for k, g in enumerate(names):
         d = groups[groups["group"] == g]
-        if len(d):
-            ax.scatter(d["delta_harmful"], d["delta_refuse"], s=14, alpha=0.45, color=color, label=f"{g} (n={len(d)})")
-    jb = [g for g in groups["group"].unique() if g.startswith("jailbreak")]
-    for g, marker in zip(jb, JAILBREAK_MARKERS):
-        d = groups[groups["group"] == g]
-        ax.scatter(d["delta_harmful"], d["delta_refuse"], s=40, marker=marker, edgecolor="black", linewidth=0.6,
-                   alpha=0.9, label=f"{g} (n={len(d)})")
-    ax.axhline(0, color="grey", lw=0.8)
+        labels.append(f"{g} (n={len(d)})")
+        y = k + rng.uniform(-0.25, 0.25, len(d)) if no_refuse else d["delta_refuse"]
+        if g in GROUP_STYLE:
+            ax.scatter(d["delta_harmful"], y, s=14, alpha=0.45, color=GROUP_STYLE[g][0], label=labels[-1])
+        else:
+            marker, color = style[g]
+            ax.scatter(d["delta_harmful"], y, s=40, marker=marker, color=color, edgecolor="black", linewidth=0.6,
+                       alpha=0.9, label=labels[-1])
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_xlabel("Δharmful at t_inst (≥ 0: Latent Guard says unsafe)")
-    ax.set_ylabel("Δrefuse at t_post-inst (≥ 0: refusal belief)")
+    if no_refuse:
+        ax.set_yticks(range(len(names)), labels)
+        ax.set_ylabel("Δrefuse undefined (no training prompt refused): Δharmful per group")
+    else:
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_ylabel("Δrefuse at t_post-inst (≥ 0: refusal belief)")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_title(f"{model}: harmfulness vs refusal belief, jailbreaks (paper Fig 6)")
-    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
 

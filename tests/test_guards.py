@@ -239,3 +239,21 @@ def test_select_test_set_and_score_records():
     assert [r["id"] for r in guards.select_test_set(rows, "accepted")] == ["b"]
     with pytest.raises(ValueError, match="keep"):
         guards.select_test_set(rows, "jailbroken")
+
+
+def test_fig6_figure_scatter_and_strip_modes():
+    from harmref import plots
+
+    g = guards.fig6_groups(pd.DataFrame(_scores()), ["harmful_test", "xstest_safe"], {"adv_suffix": "jb_suffix"})
+    fig = plots.jailbreak_figure(g, "m")
+    assert "Δrefuse" in fig.axes[0].get_ylabel() and fig.axes[0].get_legend() is not None
+    g["delta_refuse"] = float("nan")  # no refused training prompt: Δharmful per group instead
+    fig = plots.jailbreak_figure(g, "m")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()][-1] == "jailbreak: adv_suffix (n=2)"
+
+
+def test_undefined_delta_refuse_is_not_scored():
+    rows = guards.score_records("s", ["a"], {"a": {"label": "harmful", "refused": False}}, [0.1], [float("nan")])
+    assert rows[0]["delta_refuse"] is None and rows[0]["refusal_direction"] is None
+    t = guards.guard_table(pd.DataFrame(rows), [{"name": "x", "set": "s", "keep": "all"}], "m")
+    assert "refusal_direction" not in t and t["latent_guard"].iloc[0] == 100.0

@@ -39,6 +39,8 @@ for name, hp, gp in zip(p.sets, inp.hidden, inp.gens):
     set_rows = guards.score_records(name, ids, by_id, s["delta_harmful"], s["delta_refuse"], p.threshold)
     metrics[name] = latent_guard.guard_metrics(s["delta_harmful"], [r["label"] == "harmful" for r in set_rows], p.threshold)
     rows += set_rows
+if all(r["delta_refuse"] is None for r in rows):
+    log.warning("Δrefuse undefined: the model refused none (or all) of the training prompts; refusal_direction not scored")
 metrics["all"] = latent_guard.guard_metrics([r["delta_harmful"] for r in rows], [r["label"] == "harmful" for r in rows], p.threshold)
 io.write_jsonl(snakemake.output.scores, rows)
 keys = ("mu_harmful", "mu_harmless", "mu_refused", "mu_accepted")
