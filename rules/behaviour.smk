@@ -23,15 +23,6 @@ rule generate:
         "../workflow_scripts/generate.py"
 
 
-def get_generations(wildcards):
-    return [f"results/{wildcards.model}/generations/chat/{d}.jsonl" for d in sets_with("generate")]
-
-
-def get_nopost_pairs(wildcards):
-    sets = [d for d in sets_with("generate") if DATASETS[d].get("nopost")]
-    return [f"results/{wildcards.model}/generations/{t}/{d}.jsonl" for d in sets for t in ("chat", "nopost")]
-
-
 rule refusal_tables:
     input:
         chat=get_generations,

@@ -89,3 +89,148 @@ def normalise_endings(model):
 
 def get_normalise_endings(wildcards):
     return normalise_endings(wildcards.model)
+
+
+# ---- input functions of rules/data.smk (kept apart from its rules for snakemake --lint)
+
+
+def manifest_sets():
+    """Sets whose source files exist (and whose excluded sets do): the ones a run can build."""
+    root, ok = config["data_root"], {}
+
+    def buildable(name):
+        if name not in ok:
+            spec = DATASETS[name]
+            ok[name] = all(os.path.exists(os.path.join(root, s["file"])) for s in spec["sources"]) and all(
+                e in DATASETS and buildable(e) for e in spec.get("exclude", [])
+            )
+        return ok[name]
+
+    return [d for d in DATASETS if buildable(d)]
+
+
+# ---- input functions of rules/behaviour.smk (kept apart from its rules for snakemake --lint)
+
+
+def get_generations(wildcards):
+    return [f"results/{wildcards.model}/generations/chat/{d}.jsonl" for d in sets_with("generate")]
+
+
+def get_nopost_pairs(wildcards):
+    sets = [d for d in sets_with("generate") if DATASETS[d].get("nopost")]
+    return [f"results/{wildcards.model}/generations/{t}/{d}.jsonl" for d in sets for t in ("chat", "nopost")]
+
+
+# ---- input functions of rules/directions.smk (kept apart from its rules for snakemake --lint)
+
+
+def get_direction_inputs(wildcards):
+    m, d = wildcards.model, config["directions"]
+    out = {}
+    for role in ("harmful", "harmless"):
+        out[f"{role}_hidden"] = f"results/{m}/hidden/{d[role]}.safetensors"
+        out[f"{role}_gen"] = f"results/{m}/generations/chat/{d[role]}.jsonl"
+    return out
+
+
+def get_geometry_inputs(wildcards):
+    m, d = wildcards.model, config["directions"]
+    out = {
+        "directions": f"results/{m}/directions/directions.safetensors",
+        "hidden": [f"results/{m}/hidden/{s}.safetensors" for s in d["eval_sets"]],
+        "gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in d["eval_sets"]],
+    }
+    if d.get("category_set"):
+        out["category"] = f"results/{m}/hidden/{d['category_set']}.safetensors"
+    return out
+
+
+# ---- input functions of rules/guard.smk (kept apart from its rules for snakemake --lint)
+
+
+def guard_test_status():
+    """Split the configured Table 3 test sets into runnable ones and skipped ones ({name: reason})."""
+    ok, skipped = [], {}
+    for t in GUARD["tests"]:
+        spec = DATASETS.get(t["set"])
+        if spec is None:
+            reason = f"dataset {t['set']!r} is not configured"
+        else:
+            missing = [s["file"] for s in spec["sources"] if not os.path.exists(os.path.join(config["data_root"], s["file"]))]
+            reason = f"{config['data_root']}/{missing[0]} not found" if missing else None
+        if reason is None:
+            ok.append(t)
+            continue
+        if t["name"] == "persuasion":
+            reason += (
+                ": the PAP persuasion prompts (CHATS-Lab/Persuasive-Jailbreaker-Data, field ss_prompt) are gated and "
+                "not shipped; see docs/latent_guard.md to add them"
+            )
+        skipped[t["name"]] = f"skipped: {reason}"
+    return ok, skipped
+
+
+def get_latent_guard_inputs(wildcards):
+    m = wildcards.model
+    aug = [a["set"] for a in GUARD["augment"]]
+    return {
+        "directions": f"results/{m}/directions/directions.safetensors",
+        "hidden": [f"results/{m}/hidden/{s}.safetensors" for s in GUARD_SETS],
+        "gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in GUARD_SETS],
+        "augment_hidden": [f"results/{m}/hidden/{s}.safetensors" for s in aug],
+        "augment_gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in aug],
+    }
+
+
+def get_text_guards(wildcards):
+    out = {}
+    if GUARD["minilm"]["enabled"]:
+        out["minilm"] = rules.minilm_guard.output[0]
+    if GUARD["llama_guard"]["enabled"]:
+        out["llama_guard3"] = expand(rules.llama_guard.output[0], dataset=GUARD_SETS)
+    return out
+
+
+# ---- input functions of rules/organism.smk (kept apart from its rules for snakemake --lint)
+
+
+def base_of(model):
+    return MODELS[model]["tune_from"]
+
+
+def get_base_card(wildcards):
+    return model_card(base_of(wildcards.model))
+
+
+def get_base_runtime(wildcards):
+    return runtime_params(base_of(wildcards.model))
+
+
+def get_organism_pools(wildcards):
+    return {role: f"results/data/{ORGANISM[role]}.jsonl" for role in ("harmful", "harmless")}
+
+
+def get_eval_generations(wildcards):
+    sets = ORGANISM["eval"]["refusal_sets"]
+    return {
+        "organism_gens": [f"results/{wildcards.model}/generations/chat/{s}.jsonl" for s in sets],
+        "base_gens": [f"results/{base_of(wildcards.model)}/generations/chat/{s}.jsonl" for s in sets],
+        "inversion_prompts": [f"results/data/{s}.jsonl" for s in ORGANISM["eval"]["inversion_sets"]],
+        "sample_prompts": [f"results/data/{s}.jsonl" for s in ORGANISM["eval"]["sample_sets"]],
+    }
+
+
+# ---- input functions of rules/steering.smk (kept apart from its rules for snakemake --lint)
+
+
+def get_steer_prompts(wildcards):
+    m, s = wildcards.model, config["steering"]
+    if wildcards.experiment == "refusal":
+        return [f"results/{m}/generations/chat/{s['refusal']['set']}.jsonl"]
+    return [f"results/data/{s['inversion'][k]}.jsonl" for k in ("harmless_set", "harmful_set")]
+
+
+def get_refusal_tokens(wildcards):
+    s = config["steering"]
+    return s["refusal_tokens_per_model"].get(wildcards.model, s["refusal_tokens"])
+

@@ -20,21 +20,6 @@ rule build_dataset:
         "../workflow_scripts/build_dataset.py"
 
 
-def manifest_sets():
-    """Sets whose source files exist (and whose excluded sets do): the ones a run can build."""
-    root, ok = config["data_root"], {}
-
-    def buildable(name):
-        if name not in ok:
-            spec = DATASETS[name]
-            ok[name] = all(os.path.exists(os.path.join(root, s["file"])) for s in spec["sources"]) and all(
-                e in DATASETS and buildable(e) for e in spec.get("exclude", [])
-            )
-        return ok[name]
-
-    return [d for d in DATASETS if buildable(d)]
-
-
 rule data_manifest:
     input:
         expand("results/data/{dataset}.jsonl", dataset=manifest_sets()),

@@ -1,15 +1,6 @@
 # Directions and geometry: centroids, harmfulness / refusal directions, cosines, clustering, beliefs.
 
 
-def get_direction_inputs(wildcards):
-    m, d = wildcards.model, config["directions"]
-    out = {}
-    for role in ("harmful", "harmless"):
-        out[f"{role}_hidden"] = f"results/{m}/hidden/{d[role]}.safetensors"
-        out[f"{role}_gen"] = f"results/{m}/generations/chat/{d[role]}.jsonl"
-    return out
-
-
 rule directions:
     input:
         unpack(get_direction_inputs),
@@ -26,18 +17,6 @@ rule directions:
         "../envs/harmref.yaml"
     script:
         "../workflow_scripts/directions.py"
-
-
-def get_geometry_inputs(wildcards):
-    m, d = wildcards.model, config["directions"]
-    out = {
-        "directions": f"results/{m}/directions/directions.safetensors",
-        "hidden": [f"results/{m}/hidden/{s}.safetensors" for s in d["eval_sets"]],
-        "gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in d["eval_sets"]],
-    }
-    if d.get("category_set"):
-        out["category"] = f"results/{m}/hidden/{d['category_set']}.safetensors"
-    return out
 
 
 GEOMETRY_TABLES = ["cosine_by_layer", "clustering", "clustering_positions", "beliefs", "harmfulness_accuracy", "category_directions"]

@@ -5,42 +5,8 @@
 GUARD = config["guard"]
 
 
-def guard_test_status():
-    """Split the configured Table 3 test sets into runnable ones and skipped ones ({name: reason})."""
-    ok, skipped = [], {}
-    for t in GUARD["tests"]:
-        spec = DATASETS.get(t["set"])
-        if spec is None:
-            reason = f"dataset {t['set']!r} is not configured"
-        else:
-            missing = [s["file"] for s in spec["sources"] if not os.path.exists(os.path.join(config["data_root"], s["file"]))]
-            reason = f"{config['data_root']}/{missing[0]} not found" if missing else None
-        if reason is None:
-            ok.append(t)
-            continue
-        if t["name"] == "persuasion":
-            reason += (
-                ": the PAP persuasion prompts (CHATS-Lab/Persuasive-Jailbreaker-Data, field ss_prompt) are gated and "
-                "not shipped; see docs/latent_guard.md to add them"
-            )
-        skipped[t["name"]] = f"skipped: {reason}"
-    return ok, skipped
-
-
 GUARD_TESTS, GUARD_SKIPPED = guard_test_status()
 GUARD_SETS = list(dict.fromkeys(t["set"] for t in GUARD_TESTS))
-
-
-def get_latent_guard_inputs(wildcards):
-    m = wildcards.model
-    aug = [a["set"] for a in GUARD["augment"]]
-    return {
-        "directions": f"results/{m}/directions/directions.safetensors",
-        "hidden": [f"results/{m}/hidden/{s}.safetensors" for s in GUARD_SETS],
-        "gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in GUARD_SETS],
-        "augment_hidden": [f"results/{m}/hidden/{s}.safetensors" for s in aug],
-        "augment_gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in aug],
-    }
 
 
 rule latent_guard:
@@ -101,15 +67,6 @@ rule llama_guard:
         "../envs/harmref.yaml"
     script:
         "../workflow_scripts/llama_guard.py"
-
-
-def get_text_guards(wildcards):
-    out = {}
-    if GUARD["minilm"]["enabled"]:
-        out["minilm"] = rules.minilm_guard.output[0]
-    if GUARD["llama_guard"]["enabled"]:
-        out["llama_guard3"] = expand(rules.llama_guard.output[0], dataset=GUARD_SETS)
-    return out
 
 
 rule table3_guards:

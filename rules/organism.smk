@@ -11,32 +11,6 @@ for _m in TUNED_MODELS:
         raise ValueError(f"config: model {_m!r} is tuned from {MODELS[_m]['tune_from']!r}, which has no source")
 
 
-def base_of(model):
-    return MODELS[model]["tune_from"]
-
-
-def get_base_card(wildcards):
-    return model_card(base_of(wildcards.model))
-
-
-def get_base_runtime(wildcards):
-    return runtime_params(base_of(wildcards.model))
-
-
-def get_organism_pools(wildcards):
-    return {role: f"results/data/{ORGANISM[role]}.jsonl" for role in ("harmful", "harmless")}
-
-
-def get_eval_generations(wildcards):
-    sets = ORGANISM["eval"]["refusal_sets"]
-    return {
-        "organism_gens": [f"results/{wildcards.model}/generations/chat/{s}.jsonl" for s in sets],
-        "base_gens": [f"results/{base_of(wildcards.model)}/generations/chat/{s}.jsonl" for s in sets],
-        "inversion_prompts": [f"results/data/{s}.jsonl" for s in ORGANISM["eval"]["inversion_sets"]],
-        "sample_prompts": [f"results/data/{s}.jsonl" for s in ORGANISM["eval"]["sample_sets"]],
-    }
-
-
 rule organism_data:
     input:
         unpack(get_organism_pools),

@@ -7,18 +7,6 @@ wildcard_constraints:
     experiment="refusal|inversion",
 
 
-def get_steer_prompts(wildcards):
-    m, s = wildcards.model, config["steering"]
-    if wildcards.experiment == "refusal":
-        return [f"results/{m}/generations/chat/{s['refusal']['set']}.jsonl"]
-    return [f"results/data/{s['inversion'][k]}.jsonl" for k in ("harmless_set", "harmful_set")]
-
-
-def get_refusal_tokens(wildcards):
-    s = config["steering"]
-    return s["refusal_tokens_per_model"].get(wildcards.model, s["refusal_tokens"])
-
-
 rule steer:
     input:
         model=get_model_card,
