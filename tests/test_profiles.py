@@ -1,4 +1,4 @@
-"""profiles/local and profiles/slurm: settings the SLURM plugin needs, and every GPU rule sized.
+"""profiles/local and profiles/slurm: settings the SLURM plugin needs, every GPU rule sized; lint clean.
 
 The real SLURM run is .ci/slurm_test.sh (needs root and apt); these checks are static plus one dry run.
 """
@@ -114,3 +114,10 @@ def test_slurm_dry_run_requests_gpus_for_gpu_rules_only(slurm_dry_run):
         else:
             assert "gpu" not in res, (name, resources)
     assert {"generate", "extract_hidden"} <= seen_gpu
+
+
+def test_snakemake_lint_is_clean():
+    """`snakemake --lint` exits 1 on any lint (e.g. a `def` in a rules file: put it in rules/common.smk)."""
+    p = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--workflow-profile", "none"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
