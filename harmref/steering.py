@@ -594,7 +594,9 @@ def llm_judge(cfg: dict):
         return None
     from .judging import OllamaJudge
 
-    return OllamaJudge(cfg["host"], cfg["model"], cfg["timeout"])
+    judge = OllamaJudge(cfg["host"], cfg["model"], cfg["timeout"])
+    judge.check()  # fail before generating, naming the host
+    return judge
 
 
 def sweep_plan(experiment: str, params: dict, n_layers: int, records: dict[str, list[dict]]) -> list[tuple[list[dict], list[Setting]]]:
@@ -642,13 +644,14 @@ def controls_plan(experiment: str, params: dict, sweep_rows: list[dict]) -> list
 
 def execute(model, tokenizer, fmt, experiment: str, plan, directions, params: dict, refusal_tokens, progress=None) -> list[dict]:
     """Run a plan with the `steering` config's generation settings; judged rows."""
+    judge = llm_judge(params["llm_judge"]) if experiment == "refusal" else None
     rows = run_plan(
         model, tokenizer, fmt, plan, directions,
         max_new_tokens=params[experiment]["max_new_tokens"], batch_size=params["batch_size"],
         unit=params["unit"], every_step=params["every_step"],
         scores=default_scores(tokenizer, refusal_tokens, params["answer_tokens"]), progress=progress,
     )
-    return judge_rows(rows, llm_judge(params["llm_judge"]) if experiment == "refusal" else None)
+    return judge_rows(rows, judge)
 
 
 def report_tables(summary, model: str) -> dict:

@@ -19,6 +19,7 @@ rule steer:
         steering=config["steering"],
         refusal_tokens=get_refusal_tokens,
         system_prompt=config["generation"]["system_prompt"],
+        normalise_endings=get_normalise_endings,
     log:
         "logs/steer/{model}/{experiment}.log",
     resources:

@@ -2,11 +2,13 @@
 
 from pathlib import Path
 
-from harmref import io, models, positions, runlog, steering
+from harmref import datasets, io, models, positions, runlog, steering
 
 log = runlog.start(snakemake)
 p, rt, experiment = snakemake.params.steering, snakemake.params.runtime, snakemake.wildcards.experiment
-records = {Path(f).stem: io.read_jsonl(f) for f in snakemake.input.prompts}
+# refusal: the model's own chat generations (prompts as the model read them); inversion: the prompt sets
+read = io.read_jsonl if experiment == "refusal" else lambda f: datasets.load_prompts(f, snakemake.params.normalise_endings)
+records = {Path(f).stem: read(f) for f in snakemake.input.prompts}
 model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"])
 fmt = positions.ChatFormat.from_tokenizer(tok, snakemake.params.system_prompt)
 directions = io.read_tensors(snakemake.input.directions)
