@@ -135,7 +135,8 @@ def jailbreak_figure(groups, model: str):
 
 
 # ------------------------------------------------------------------ steering (Figs 4–5)
-ARM_COLORS = ["tab:red", "tab:blue", "tab:purple", "tab:orange", "tab:green", "tab:brown"]
+ARM_COLORS = ["tab:red", "tab:blue", "tab:purple", "tab:orange", "tab:green", "tab:brown", "tab:pink", "tab:olive",
+              "tab:cyan", "tab:gray", "black", "gold"]
 
 
 def _no_data(title):
@@ -192,7 +193,7 @@ def reply_inversion_figure(table, model: str):
     return _steering_panels(
         table,
         [("no_%", '"No" % of valid answers'), ("invalid_%", "invalid answers %"),
-         ("score", "log P(Certainly) − log P(No), 1st token")],
+         ("refusal_text_%", "replies that are refusals %"), ("score", "log P(Certainly) − log P(No), 1st token")],
         f"{model}: reply inversion under steering (paper Fig 5)",
     )
 
@@ -201,7 +202,7 @@ def steering_controls_figure(controls, model: str):
     """Controls at each arm's best layer: coefficient sweep, norm-matched and swapped-scope directions (Δ vs unsteered)."""
     if controls.empty:
         return _no_data(f"{model}: steering controls")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6.5))
     q = controls["question_id"].map(lambda x: f" {x}" if isinstance(x, str) else "")
     controls = controls.assign(key=controls["set"] + q + " · " + controls["arm"] + " @L" + controls["layer"].astype(int).astype(str))
     for k, (key, g) in enumerate(controls[controls["control"] == "coefficient"].groupby("key", sort=False)):
@@ -215,7 +216,7 @@ def steering_controls_figure(controls, model: str):
     ax1.set_xlabel("coefficient c (h + c·v; ★ = the layer sweep's c)")
     ax1.set_ylabel("Δ rate vs unsteered (pp): refusal % (Fig 4) / \"No\" % (Fig 5)")
     ax1.set_title("coefficient sweep at each arm's best layer")
-    ax1.legend(fontsize=6)
+    ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     other = controls[controls["control"].isin(["norm_matched", "scope_swap"])]
     keys = list(dict.fromkeys(other["key"]))
     width = 0.27
