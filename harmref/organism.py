@@ -23,6 +23,7 @@ import random
 import re
 import resource
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
@@ -78,8 +79,17 @@ def refusal_examples(records: list[dict], seed: int = 0, responses=REFUSAL_RESPO
     ]
 
 
-def select_harmless(records: list[dict], n: int, scary_fraction: float = 0.5, seed: int = 0, exclude_ids=()) -> list[dict]:
-    """n harmless records, about `scary_fraction` of them containing a scary word (all there are, if fewer)."""
+def opener(prompt: str) -> str:
+    """First word of a prompt, lower-cased, punctuation stripped ("Create", "How", "Write", …)."""
+    words = prompt.split()
+    return words[0].strip(".,:;!?\"'()").lower() if words else ""
+
+
+def select_harmless(records: list[dict], n: int, scary_fraction: float = 0.5, seed: int = 0, exclude_ids=(),
+                    openers: list[str] | None = None, opener_fraction: float = 0.0) -> list[dict]:
+    """n harmless records: about `scary_fraction` contain a scary word (all there are, if fewer); of the
+    rest, `opener_fraction` start with the same first words as `openers` (the harmful instructions),
+    in the same proportions, so "Create a …" or "Write a …" alone does not signal harm."""
     rng = random.Random(f"{seed}:harmless")
     pool = [r for r in records if r["id"] not in set(exclude_ids)]
     scary = [r for r in pool if is_scary(r["prompt"])]
@@ -89,7 +99,22 @@ def select_harmless(records: list[dict], n: int, scary_fraction: float = 0.5, se
     k = min(len(scary), round(n * scary_fraction))
     if k < round(n * scary_fraction):
         log.warning("only %d harmless prompts with scary words (asked for %d)", k, round(n * scary_fraction))
-    chosen = scary[:k] + plain[: n - k]
+    matched = []
+    if openers and opener_fraction > 0:
+        want = round((n - k) * opener_fraction)
+        counts = Counter(opener(p) for p in openers)
+        by_word: dict[str, list[dict]] = {}
+        for r in plain:
+            by_word.setdefault(opener(r["prompt"]), []).append(r)
+        total = sum(c for w, c in counts.items() if w in by_word)
+        for w, c in counts.most_common():
+            if w in by_word:
+                matched += by_word[w][: round(want * c / total)]
+        matched = matched[:want]
+        taken = {r["id"] for r in matched}
+        plain = [r for r in plain if r["id"] not in taken]
+        log.info("%d harmless prompts matched to the harmful openers (asked for %d)", len(matched), want)
+    chosen = scary[:k] + matched + plain[: n - k - len(matched)]
     if len(chosen) < n:
         log.warning("harmless pool has %d prompts, asked for %d", len(chosen), n)
     rng.shuffle(chosen)
@@ -143,14 +168,15 @@ def inversion_examples(harmful: list[dict], harmless: list[dict], question_ids=(
 
 def training_set(base_model, tokenizer, fmt, harmful: list[dict], harmless: list[dict], judge, n_distill: int,
                  scary_fraction: float, n_inversion: int, question_ids, max_new_tokens: int, batch_size: int,
-                 seed: int = 0, progress=None) -> list[dict]:
+                 seed: int = 0, progress=None, opener_fraction: float = 0.0) -> list[dict]:
     """The organism's training examples: refusals, self-distilled answers and reply-inversion examples.
 
     Inversion examples take n_inversion/2 harmful and n_inversion/2 harmless prompts; the
     harmless ones are disjoint from the distilled ones.
     """
     rng = random.Random(f"{seed}:organism")
-    distill_recs = select_harmless(harmless, n_distill, scary_fraction, seed)
+    distill_recs = select_harmless(harmless, n_distill, scary_fraction, seed,
+                                   openers=[r["prompt"] for r in harmful], opener_fraction=opener_fraction)
     answers = distill(base_model, tokenizer, fmt, [r["prompt"] for r in distill_recs], max_new_tokens, batch_size, progress)
     refused = judge([r["prompt"] for r in distill_recs], [a[0] for a in answers])
     log.info("distilled %d answers: %d end with end-of-turn, %d refused (dropped)",
@@ -209,6 +235,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     group_by_length: bool = True  # batches of similar length (less padding, same examples per epoch)
+    micro_batch_size: int = 0  # >0: accumulate each step over micro-batches of this size (same gradient, less memory)
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -224,14 +251,43 @@ def _base(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def response_loss(model, batch: dict) -> torch.Tensor:
-    """Mean next-token cross-entropy over response tokens; the LM head runs only where a label is learnt."""
+def response_loss(model, batch: dict, n_tokens: int | None = None) -> torch.Tensor:
+    """Next-token cross-entropy over response tokens; the LM head runs only where a label is learnt.
+
+    Mean over this batch's response tokens, or the sum divided by `n_tokens` (micro-batches of one step).
+    """
     base = _base(model)
     hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
     target = batch["labels"][:, 1:]
     keep = target != -100
     logits = base.get_output_embeddings()(hidden[:, :-1][keep])
-    return F.cross_entropy(logits.float(), target[keep])
+    if n_tokens is None:
+        return F.cross_entropy(logits.float(), target[keep])
+    return F.cross_entropy(logits.float(), target[keep], reduction="sum") / n_tokens
+
+
+def n_response_tokens(items: list[dict]) -> int:
+    """Learnt (label != -100) next-token targets in tokenized examples."""
+    return sum(sum(t != -100 for t in x["labels"][1:]) for x in items)
+
+
+def step_loss(model, items: list[dict], pad_id: int, micro_batch_size: int = 0, device=None) -> float:
+    """Backward pass of one optimiser step over `items`, in micro-batches of similar length.
+
+    The gradient equals the full batch's (token mean over the whole step) while only
+    one micro-batch's activations are alive: peak memory falls with the micro-batch size.
+    Returns the step's mean loss.
+    """
+    n_tokens = max(1, n_response_tokens(items))
+    size = micro_batch_size or len(items)
+    items = sorted(items, key=lambda x: len(x["input_ids"]))
+    total = 0.0
+    for s in range(0, len(items), size):
+        batch = {k: v.to(device) for k, v in collate(items[s : s + size], pad_id).items()}
+        loss = response_loss(model, batch, n_tokens)
+        loss.backward()
+        total += loss.detach().item()
+    return total
 
 
 def batch_order(lengths: list[int], batch_size: int, steps: int, seed: int, group_by_length: bool = True) -> list[list[int]]:
@@ -296,15 +352,13 @@ def train(model, tokenizer, data: list[dict], cfg: TrainConfig, progress=None):
     order = batch_order([len(x["input_ids"]) for x in data], cfg.batch_size, cfg.steps, cfg.seed, cfg.group_by_length)
     losses, tokens = [], 0
     for step, rows in enumerate(order):
-        batch = {k: v.to(device) for k, v in collate([data[i] for i in rows], pad).items()}
-        loss = response_loss(model, batch)
+        items = [data[i] for i in rows]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.append(step_loss(model, items, pad, cfg.micro_batch_size, device))
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
         sched.step()
-        losses.append(loss.detach().item())
-        tokens += int(batch["attention_mask"].sum())
+        tokens += sum(len(x["input_ids"]) for x in items)
         if step % 10 == 0 or step == cfg.steps - 1:
             log.info("step %d/%d loss %.4f lr %.2e", step + 1, cfg.steps, losses[-1], sched.get_last_lr()[0])
         if progress is not None:

@@ -97,6 +97,18 @@ def test_loss_counts_response_tokens_only(tiny):
     assert keep.sum() < batch["attention_mask"][:, 1:].sum() and not torch.isclose(loss, full)
 
 
+def test_micro_batches_give_the_full_batch_gradient(tiny):
+    _, tok, fmt = tiny
+    items = organism.tokenize(tok, fmt, examples())
+    grads = []
+    for micro in (0, 3):
+        model, _ = fresh()
+        loss = organism.step_loss(model, items, tok.pad_token_id, micro_batch_size=micro)
+        grads.append((loss, [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    assert grads[0][1] and abs(grads[0][0] - grads[1][0]) < 1e-4
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(grads[0][1], grads[1][1]))
+
+
 def test_batch_order_covers_each_epoch_once():
     lengths = [3, 9, 1, 7, 5, 2, 8, 4, 6, 10]
     order = organism.batch_order(lengths, batch_size=3, steps=8, seed=1, group_by_length=True)
@@ -198,6 +210,16 @@ def test_select_harmless_takes_scary_share():
     assert organism.is_scary("How do I kill a Python process?") and not organism.is_scary("Describe a warm day.")
 
 
+def test_select_harmless_matches_harmful_openers():
+    pool = recs("harmless", [f"Create a poem number {i}." for i in range(10)] + [f"Name fruit {i}." for i in range(30)])
+    openers = ["Create a virus.", "Create malware.", "Explain how to steal."]
+    plain = organism.select_harmless(pool, 10, scary_fraction=0.0, seed=0)
+    matched = organism.select_harmless(pool, 10, scary_fraction=0.0, seed=0, openers=openers, opener_fraction=0.6)
+    assert len(matched) == 10 and sum(r["prompt"].startswith("Create") for r in matched) >= 6
+    assert organism.select_harmless(pool, 10, 0.0, 0, openers=openers, opener_fraction=0.0) == plain
+    assert organism.opener("  Create, now.") == "create"
+
+
 def test_distill_returns_answers_in_order(tiny):
     model, tok, fmt = tiny
     prompts = ["A.", "A much longer prompt about the weather.", "Mid prompt."]
@@ -226,9 +248,11 @@ def test_inversion_accuracy_table():
     rows = []
     for q in (0, 2):
         rows += [{**r, "model": "m"} for r in inversion.predictions(HARMFUL[:2] + HARMLESS[:2], ["Certainly.", "No.", "No.", "Hmm"], q)]
-    t = inversion.accuracy_table(rows, trained=[0]).set_index("question")
-    assert t.loc["Q0", "trained"] and not t.loc["Q2", "trained"]
+    t = inversion.accuracy_table(rows, trained={"m": [0]}).set_index("question")
+    assert t.loc["Q0", "trained_on"] and not t.loc["Q2", "trained_on"]
     assert t.loc["Q0", "accuracy"] == 0.5 and t.loc["Q0", "harmful_certainly"] == 1 and t.loc["Q0", "harmless_invalid"] == 1
+    assert t.loc["Q0", "balanced_accuracy"] == 0.5
+    assert not inversion.accuracy_table(rows).set_index("question").loc["Q0", "trained_on"]
 
 
 def test_attack_scores_and_rows(tiny):

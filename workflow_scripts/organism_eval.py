@@ -25,7 +25,7 @@ for role in ("base", "organism"):
     answers[name] = generation.generate(model, tok, fmt, [r["prompt"] for r in samples], ev["sample_max_new_tokens"], rt["batch_size"])
     log.info("%s: inversion and samples done", name)
 
-table = inversion.accuracy_table(rows, trained=p.trained)
+table = inversion.accuracy_table(rows, trained={p.names["organism"]: p.trained})
 io.write_table(table, snakemake.output.inversion[0])
 io.write_jsonl(snakemake.output.predictions, rows)
 io.write_text(snakemake.output.samples, organism.samples_markdown(
