@@ -173,7 +173,8 @@ def write_table(df, stem, floatfmt: str = ".3f") -> None:
             stem = stem[: -len(suffix)]
     with atomic_path(stem + ".csv") as tmp:
         df.to_csv(tmp, index=False)
-    write_text(stem + ".md", df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    # object dtype keeps integer columns integers (a mixed frame's .values would make them floats)
+    write_text(stem + ".md", df.astype(object).to_markdown(index=False, floatfmt=floatfmt) + "\n")
 
 
 def save_figure(fig, path) -> None:
