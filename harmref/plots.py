@@ -15,23 +15,24 @@ GROUP_STYLE = {
 }
 
 
-def clustering_figure(pooled, model: str, positions=("t_inst", None)):
-    """Paper Fig 2: mean clustering score s^l by layer, per behaviour group, at t_inst and t_post-inst."""
-    post = pooled["position"].unique()[-1] if positions[1] is None else positions[1]
-    post_label = [p for p in pooled["position"].unique()][-1]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
-    for ax, pos, title in ((axes[0], positions[0], "t_inst"), (axes[1], post_label, "t_post-inst")):
+def clustering_figure(pooled, model: str, post_position: str):
+    """Paper Fig 2: mean clustering score s^l by layer, per behaviour group, at t_inst and t_post-inst.
+
+    `post_position` is the label of t_post-inst (the last captured position, e.g. `post_6`).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, pos, title in ((axes[0], "t_inst", "t_inst"), (axes[1], post_position, f"t_post-inst ({post_position})")):
         sub = pooled[pooled["position"] == pos]
         for g, (color, ls) in GROUP_STYLE.items():
             d = sub[sub["group"] == g].sort_values("layer")
             if len(d):
                 ax.plot(d["layer"], d["mean_s"], color=color, ls=ls, marker="o", ms=3, label=f"{g} (n={int(d['n'].iloc[0])})")
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set_title(f"{title}")
+        ax.set_title(title)
         ax.set_xlabel("layer (residual stream entry)")
-        ax.set_ylabel("mean s = cos(h, μ_refused-harmful) − cos(h, μ_accepted-harmless)")
         ax.legend(fontsize=7)
-    fig.suptitle(f"{model}: clustering by behaviour group (paper Fig 2)")
+    axes[0].set_ylabel("mean s = cos(h, μ_RH) − cos(h, μ_AH)")
+    fig.suptitle(f"{model}: clustering by behaviour group (paper Fig 2; RH = refused-harmful, AH = accepted-harmless centroids)", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -45,7 +45,7 @@ if "category" in snakemake.input.keys():
     )
 io.write_table(geometry.category_table(cat_dirs, d["harmfulness"], d["refusal"]), out["category_directions"])
 
-io.save_figure(plots.clustering_figure(pooled, model), fig["fig2_clustering"])
+io.save_figure(plots.clustering_figure(pooled, model, positions[-1]), fig["fig2_clustering"])
 io.save_figure(plots.cosine_figure(cos, model), fig["cosine_by_layer"])
 io.save_figure(plots.positions_figure(pos_table, model, mid), fig["fig14_positions"])
 io.save_figure(plots.accuracy_figure(acc, model), fig["harmfulness_accuracy"])
