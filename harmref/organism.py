@@ -85,11 +85,23 @@ def opener(prompt: str) -> str:
     return words[0].strip(".,:;!?\"'()").lower() if words else ""
 
 
+def nearest_harmful_similarity(prompts: list[str], harmful: list[str]) -> list[float]:
+    """Per prompt, the largest TF-IDF cosine (word unigrams, English stop words removed) to any harmful instruction."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(stop_words="english", sublinear_tf=True).fit(harmful + prompts)
+    sim = vec.transform(prompts) @ vec.transform(harmful).T
+    return sim.max(axis=1).toarray().ravel().tolist()
+
+
 def select_harmless(records: list[dict], n: int, scary_fraction: float = 0.5, seed: int = 0, exclude_ids=(),
-                    openers: list[str] | None = None, opener_fraction: float = 0.0) -> list[dict]:
+                    openers: list[str] | None = None, opener_fraction: float = 0.0,
+                    neighbour_fraction: float = 0.0) -> list[dict]:
     """n harmless records: about `scary_fraction` contain a scary word (all there are, if fewer); of the
-    rest, `opener_fraction` start with the same first words as `openers` (the harmful instructions),
-    in the same proportions, so "Create a …" or "Write a …" alone does not signal harm."""
+    rest, `neighbour_fraction` are the harmless prompts lexically closest to a harmful instruction in
+    `openers` (hard negatives: "Design a database schema for customer orders" vs "… steal customer
+    data"), and `opener_fraction` start with the same first words as the harmful instructions, in the
+    same proportions, so "Create a …" or "Write a …" alone does not signal harm."""
     rng = random.Random(f"{seed}:harmless")
     pool = [r for r in records if r["id"] not in set(exclude_ids)]
     scary = [r for r in pool if is_scary(r["prompt"])]
@@ -100,8 +112,18 @@ def select_harmless(records: list[dict], n: int, scary_fraction: float = 0.5, se
     if k < round(n * scary_fraction):
         log.warning("only %d harmless prompts with scary words (asked for %d)", k, round(n * scary_fraction))
     matched = []
+    if openers and neighbour_fraction > 0:
+        want = round((n - k) * neighbour_fraction)
+        sim = nearest_harmful_similarity([r["prompt"] for r in plain], list(openers))
+        ranked = sorted(range(len(plain)), key=lambda i: -sim[i])[:want]  # stable: ties keep the seeded order
+        matched = [plain[i] for i in ranked]
+        log.info("%d harmless hard negatives, TF-IDF similarity to a harmful instruction %.2f–%.2f",
+                 len(matched), sim[ranked[-1]] if ranked else float("nan"), sim[ranked[0]] if ranked else float("nan"))
+        taken = {r["id"] for r in matched}
+        plain = [r for r in plain if r["id"] not in taken]
     if openers and opener_fraction > 0:
         want = round((n - k) * opener_fraction)
+        start = len(matched)
         counts = Counter(opener(p) for p in openers)
         by_word: dict[str, list[dict]] = {}
         for r in plain:
@@ -110,10 +132,10 @@ def select_harmless(records: list[dict], n: int, scary_fraction: float = 0.5, se
         for w, c in counts.most_common():
             if w in by_word:
                 matched += by_word[w][: round(want * c / total)]
-        matched = matched[:want]
+        matched = matched[: start + want]
         taken = {r["id"] for r in matched}
         plain = [r for r in plain if r["id"] not in taken]
-        log.info("%d harmless prompts matched to the harmful openers (asked for %d)", len(matched), want)
+        log.info("%d harmless prompts matched to the harmful openers (asked for %d)", len(matched) - start, want)
     chosen = scary[:k] + matched + plain[: n - k - len(matched)]
     if len(chosen) < n:
         log.warning("harmless pool has %d prompts, asked for %d", len(chosen), n)
@@ -168,7 +190,7 @@ def inversion_examples(harmful: list[dict], harmless: list[dict], question_ids=(
 
 def training_set(base_model, tokenizer, fmt, harmful: list[dict], harmless: list[dict], judge, n_distill: int,
                  scary_fraction: float, n_inversion: int, question_ids, max_new_tokens: int, batch_size: int,
-                 seed: int = 0, progress=None, opener_fraction: float = 0.0) -> list[dict]:
+                 seed: int = 0, progress=None, opener_fraction: float = 0.0, neighbour_fraction: float = 0.0) -> list[dict]:
     """The organism's training examples: refusals, self-distilled answers and reply-inversion examples.
 
     Inversion examples take n_inversion/2 harmful and n_inversion/2 harmless prompts; the
@@ -176,7 +198,8 @@ def training_set(base_model, tokenizer, fmt, harmful: list[dict], harmless: list
     """
     rng = random.Random(f"{seed}:organism")
     distill_recs = select_harmless(harmless, n_distill, scary_fraction, seed,
-                                   openers=[r["prompt"] for r in harmful], opener_fraction=opener_fraction)
+                                   openers=[r["prompt"] for r in harmful], opener_fraction=opener_fraction,
+                                   neighbour_fraction=neighbour_fraction)
     answers = distill(base_model, tokenizer, fmt, [r["prompt"] for r in distill_recs], max_new_tokens, batch_size, progress)
     refused = judge([r["prompt"] for r in distill_recs], [a[0] for a in answers])
     log.info("distilled %d answers: %d end with end-of-turn, %d refused (dropped)",
@@ -462,6 +485,16 @@ def attack_rows(n_pairs: int, records: list[dict], refused: list[bool], s_harm, 
                "delta_refuse_se": float(s_ref[:, l].std() / math.sqrt(max(1, len(s_ref))))}
               for l in range(s_harm.shape[1])]
     return summary, layers
+
+
+def attack_table(summaries: list[dict]) -> pd.DataFrame:
+    """Summary rows with each Δ also relative to the unattacked model (the n_pairs == 0 row)."""
+    df = pd.DataFrame(summaries)
+    before = df[df["n_pairs"] == 0]
+    if len(before):
+        for col in ("delta_harmful_mid", "delta_refuse_mid"):
+            df[f"{col}_retained"] = df[col] / float(before[col].iloc[0])
+    return df
 
 
 def attack_figure(layers: pd.DataFrame, model: str):

@@ -36,7 +36,7 @@ for n in [0, *a["n_pairs"]]:
     log.info("N=%d: acceptance %.2f, Δharmful(mid) %.3f, Δrefuse(mid) %.3f", n, summary["acceptance_rate"],
              summary["delta_harmful_mid"], summary["delta_refuse_mid"])
 
-io.write_table(pd.DataFrame(summaries), snakemake.output.table[0])
+io.write_table(organism.attack_table(summaries), snakemake.output.table[0])
 io.write_table(pd.DataFrame(layers), snakemake.output.layers[0])
 io.write_jsonl(snakemake.output.responses, responses)
 io.save_figure(organism.attack_figure(pd.DataFrame(layers), snakemake.wildcards.model), snakemake.output.figure)

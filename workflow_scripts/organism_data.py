@@ -11,7 +11,8 @@ fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
 examples = organism.training_set(
     model, tok, fmt, harmful, harmless, judging.SubstringJudge(), n_distill=d["n_distill"],
     scary_fraction=d["scary_fraction"], n_inversion=d["n_inversion"], question_ids=d["inversion_questions"],
-    max_new_tokens=d["max_new_tokens"], batch_size=rt["batch_size"], seed=p.seed, opener_fraction=d["opener_fraction"],
+    max_new_tokens=d["max_new_tokens"], batch_size=rt["batch_size"], seed=p.seed,
+    opener_fraction=d["opener_fraction"], neighbour_fraction=d["neighbour_fraction"],
     progress=runlog.progress(d["n_distill"], "distill"),
 )
 io.write_jsonl(snakemake.output[0], examples)
