@@ -55,6 +55,7 @@ rule safety_tune:
         "logs/safety_tune/{model}.log",
     wildcard_constraints:
         model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
+    threads: 2  # torch threads (Snakemake sets OMP_NUM_THREADS to this; 1 without it)
     resources:
         gpu=1,
         mem_mb=12000,
@@ -146,6 +147,7 @@ rule finetune_attack:
         "logs/finetune_attack/{model}.log",
     wildcard_constraints:
         model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
+    threads: 2  # torch threads (Snakemake sets OMP_NUM_THREADS to this; 1 without it)
     resources:
         gpu=1,
         mem_mb=12000,
