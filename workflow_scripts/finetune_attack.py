@@ -11,7 +11,7 @@ records = [r for f in inp.prompts for r in datasets.load_prompts(f, p.normalise_
 prompts = [r["prompt"] for r in records]
 cents, meta = io.read_tensors(inp.directions), io.read_sidecar(inp.directions)
 middle = geometry.middle_layers(cents["mu_harmful"].shape[0], p.middle_layers)
-judge = judging.make_judge(p.generation["judge"])
+judge = judging.make_judge(p.generation["judge"], **p.generation.get("ollama_judge", {}))
 summaries, layers, responses = [], [], []
 if not pairs:
     raise ValueError(f"{inp.pairs} holds no compliant answers: the base model refused every attack prompt")
