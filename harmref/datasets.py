@@ -1,7 +1,9 @@
 """Prompt sets: read raw files, validate, normalise, sample deterministically.
 
 A normalised record is `{id, prompt, label, source, category}`; `label` is
-`harmful` or `harmless`. Sampling is a seeded shuffle of the pooled sources,
+`harmful` or `harmless`. Optional keys: `target` (a source's `target_field`, e.g.
+AdvBench's "Sure, here is …", the goal of an adversarial-suffix attack) and
+`verbatim` (true: no ending normalisation, for optimised attack strings). Sampling is a seeded shuffle of the pooled sources,
 so a set is the same on every machine. Sets hold the raw prompts; the
 per-model ending normalisation is applied when a model reads them (`load_prompts`),
 so models with and without it share one set of files.
@@ -38,7 +40,7 @@ def text_key(prompt: str) -> str:
 
 
 def read_source(spec: dict, root: Path | str = ".") -> list[dict]:
-    """Records of one source: `{file, field, format?, where?, category_field?, id_field?}`."""
+    """Records of one source: `{file, field, format?, where?, category_field?, id_field?, target_field?}`."""
     path = Path(root) / spec["file"]
     field = spec.get("field", "instruction")
     rows = read_records(path, spec.get("format", "auto"))
@@ -67,7 +69,13 @@ def read_source(spec: dict, root: Path | str = ".") -> list[dict]:
                 raise DataError(path, f"duplicate id {row[spec['id_field']]!r} (first at record {seen_ids[rid]})", record=line, field=spec["id_field"])
             seen_ids[rid] = line
         cat = row.get(spec["category_field"]) if spec.get("category_field") else spec.get("category")
-        out.append({"id": rid, "prompt": prompt.strip(), "source": str(spec["file"]), "category": None if cat is None else str(cat)})
+        rec = {"id": rid, "prompt": prompt.strip(), "source": str(spec["file"]), "category": None if cat is None else str(cat)}
+        if spec.get("target_field"):
+            target = row.get(spec["target_field"])
+            if not isinstance(target, str) or not target.strip():
+                raise DataError(path, "missing or empty target", record=line, field=spec["target_field"])
+            rec["target"] = target.strip()
+        out.append(rec)
     if skipped:
         log.warning("%s: skipped %d of %d records with a null prompt (no attack submitted)", path, skipped, len(rows))
     return out
@@ -100,7 +108,9 @@ def build_set(
     if n is not None and n > len(pool):
         log.warning("dataset %s: asked for %d prompts, only %d available", name, n, len(pool))
     chosen = pool if n is None else pool[:n]
-    return [{"id": r["id"], "prompt": r["prompt"], "label": label, "source": r["source"], "category": r["category"]} for r in chosen]
+    extra = {"verbatim": True} if spec.get("verbatim") else {}
+    return [{"id": r["id"], "prompt": r["prompt"], "label": label, "source": r["source"], "category": r["category"],
+             **({"target": r["target"]} if "target" in r else {}), **extra} for r in chosen]
 
 
 def provenance(name: str, spec: dict, records: list[dict], root: Path | str = ".", exclude: list[list[dict]] = (),
@@ -123,12 +133,15 @@ def provenance(name: str, spec: dict, records: list[dict], root: Path | str = ".
 
 
 def load_prompts(path, normalise_endings: bool = False) -> list[dict]:
-    """Read a normalised set (results/data/{set}.jsonl), validate it, and apply the model's ending rule."""
+    """Read a normalised set (results/data/{set}.jsonl), validate it, and apply the model's ending rule.
+
+    Records marked `verbatim` (optimised attack strings) are never normalised.
+    """
     from .io import read_jsonl
 
     records = validate_records(read_jsonl(path), path)
     if normalise_endings:
-        records = [{**r, "prompt": normalise_ending(r["prompt"])} for r in records]
+        records = [r if r.get("verbatim") else {**r, "prompt": normalise_ending(r["prompt"])} for r in records]
     return records
 
 

@@ -8,13 +8,27 @@ from snakemake.utils import validate
 validate(config, "../config/schema.yaml")
 
 MODELS = config["models"]
-DATASETS = config["datasets"]
 ANALYSIS_MODELS = config["analysis_models"]
 SOURCE_MODELS = [m for m, spec in MODELS.items() if "source" in spec]
 
 for _m in ANALYSIS_MODELS:
     if _m not in MODELS:
         raise ValueError(f"config: analysis_models names {_m!r}, which is not under models:")
+
+# nanoGCG suffixes optimised against each analysed model itself (guard.gcg, off by default): one derived
+# prompt set per model, `{gcg.set}.{model}`, written by rule gcg_attack instead of build_dataset.
+GCG = config["guard"]["gcg"]
+if GCG["set"] in config["datasets"]:
+    raise ValueError(f"config: guard.gcg.set {GCG['set']!r} is also under datasets: (it names the nanoGCG sets)")
+if GCG["enabled"] and GCG["goals"] not in config["datasets"]:
+    raise ValueError(f"config: guard.gcg.goals names {GCG['goals']!r}, which is not under datasets:")
+GCG_SETS = {f"{GCG['set']}.{m}": m for m in ANALYSIS_MODELS} if GCG["enabled"] else {}
+DATASETS = {
+    **config["datasets"],
+    **{name: {"label": "harmful", "sources": [], "generate": False, "hidden": False, "gcg_model": m}
+       for name, m in GCG_SETS.items()},
+}
+BUILT_SETS = [d for d in DATASETS if d not in GCG_SETS]
 
 
 def check_dataset_references(config):
@@ -106,7 +120,7 @@ def manifest_sets():
             )
         return ok[name]
 
-    return [d for d in DATASETS if buildable(d)]
+    return [d for d in BUILT_SETS if buildable(d)]
 
 
 # ---- input functions of rules/behaviour.smk (kept apart from its rules for snakemake --lint)
@@ -153,7 +167,12 @@ def guard_test_status():
     ok, skipped = [], {}
     for t in GUARD["tests"]:
         spec = DATASETS.get(t["set"])
-        if spec is None:
+        if t["set"] == GCG["set"]:
+            reason = None if GCG["enabled"] else (
+                "the nanoGCG attack against the model itself is off (guard.gcg.enabled: false; "
+                "hours on a CPU, see docs/latent_guard.md)"
+            )
+        elif spec is None:
             reason = f"dataset {t['set']!r} is not configured"
         else:
             missing = [s["file"] for s in spec["sources"] if not os.path.exists(os.path.join(config["data_root"], s["file"]))]
@@ -170,13 +189,39 @@ def guard_test_status():
     return ok, skipped
 
 
+def model_set(name, model):
+    """A test set as `model` sees it: the nanoGCG set stands for the prompts optimised against `model`."""
+    return f"{name}.{model}" if name == GCG["set"] else name
+
+
+def guard_sets(model):
+    return [model_set(s, model) for s in GUARD_SETS]
+
+
+def guard_tests(model):
+    return [{**t, "set": model_set(t["set"], model)} for t in GUARD_TESTS]
+
+
+def get_guard_sets(wildcards):
+    return guard_sets(wildcards.model)
+
+
+def get_guard_tests(wildcards):
+    return guard_tests(wildcards.model)
+
+
+def text_guard_sets():
+    """Every set a text-only guard scores: the plain sets once, the nanoGCG set of each analysed model."""
+    return list(dict.fromkeys(s for m in ANALYSIS_MODELS for s in guard_sets(m)))
+
+
 def get_latent_guard_inputs(wildcards):
     m = wildcards.model
     aug = [a["set"] for a in GUARD["augment"]]
     return {
         "directions": f"results/{m}/directions/directions.safetensors",
-        "hidden": [f"results/{m}/hidden/{s}.safetensors" for s in GUARD_SETS],
-        "gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in GUARD_SETS],
+        "hidden": [f"results/{m}/hidden/{s}.safetensors" for s in guard_sets(m)],
+        "gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in guard_sets(m)],
         "augment_hidden": [f"results/{m}/hidden/{s}.safetensors" for s in aug],
         "augment_gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in aug],
     }
@@ -187,7 +232,7 @@ def get_text_guards(wildcards):
     if GUARD["minilm"]["enabled"]:
         out["minilm"] = rules.minilm_guard.output[0]
     if GUARD["llama_guard"]["enabled"]:
-        out["llama_guard3"] = expand(rules.llama_guard.output[0], dataset=GUARD_SETS)
+        out["llama_guard3"] = expand(rules.llama_guard.output[0], dataset=guard_sets(wildcards.model))
     return out
 
 

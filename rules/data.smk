@@ -13,6 +13,8 @@ rule build_dataset:
         seed=config["seed"],
     log:
         "logs/build_dataset/{dataset}.log",
+    wildcard_constraints:
+        dataset="|".join(map(re.escape, BUILT_SETS)) or "NONE",  # the nanoGCG sets come from rule gcg_attack
     localrule: True
     conda:
         "../envs/harmref.yaml"

@@ -17,7 +17,7 @@ rule latent_guard:
         centroids="results/{model}/guard/centroids.safetensors",
         metrics="results/{model}/guard/latent_guard.json",
     params:
-        sets=GUARD_SETS,
+        sets=get_guard_sets,
         augment=GUARD["augment"],
         layers=GUARD["layers"],
         threshold=GUARD["threshold"],
@@ -32,14 +32,42 @@ rule latent_guard:
         "../workflow_scripts/latent_guard.py"
 
 
+rule gcg_attack:
+    input:
+        model=get_model_card,
+        goals=f"results/data/{GCG['goals']}.jsonl",
+    output:
+        prompts=f"results/data/{GCG['set']}.{{model}}.jsonl",
+        report=multiext("results/{model}/tables/gcg_attack", ".csv", ".md"),
+    params:
+        gcg=GCG,
+        runtime=get_runtime,
+        normalise_endings=get_normalise_endings,
+        system_prompt=config["generation"]["system_prompt"],
+        seed=config["seed"],
+    log:
+        "logs/gcg_attack/{model}.log",
+    wildcard_constraints:
+        model="|".join(map(re.escape, GCG_SETS.values())) or "NONE",
+    threads: 2  # torch threads (Snakemake sets OMP_NUM_THREADS to this; 1 without it)
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=720,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/gcg_attack.py"
+
+
 rule minilm_guard:
     input:
         train=[f"results/data/{s}.jsonl" for s in GUARD["train"]],
-        tests=[f"results/data/{s}.jsonl" for s in GUARD_SETS],
+        tests=[f"results/data/{s}.jsonl" for s in text_guard_sets()],
     output:
         "results/text_guards/minilm.jsonl",
     params:
-        sets=GUARD_SETS,
+        sets=text_guard_sets(),
         C=GUARD["minilm"]["C"],
         seed=config["seed"],
     log:
@@ -78,8 +106,8 @@ rule table3_guards:
         auroc=multiext("results/{model}/tables/guard_auroc", ".csv", ".md"),
         predictions="results/{model}/guard/predictions.jsonl",
     params:
-        sets=GUARD_SETS,
-        tests=GUARD_TESTS,
+        sets=get_guard_sets,
+        tests=get_guard_tests,
         skipped=GUARD_SKIPPED,
     log:
         "logs/table3_guards/{model}.log",
@@ -97,7 +125,7 @@ rule fig6_jailbreaks:
         figure="results/{model}/figures/fig6_jailbreaks.png",
         means=multiext("results/{model}/tables/fig6_group_means", ".csv", ".md"),
     params:
-        tests=GUARD_TESTS,
+        tests=get_guard_tests,
         skipped=GUARD_SKIPPED,
     log:
         "logs/fig6_jailbreaks/{model}.log",

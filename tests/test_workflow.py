@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -54,6 +55,25 @@ def test_dag_produces_backbone_outputs(workdir):
     for name in ("refusal_rates", "table1_post_instruction", "cosine_by_layer", "clustering", "beliefs", "harmfulness_accuracy"):
         assert (tables / f"{name}.csv").stat().st_size > 0 and (tables / f"{name}.md").exists(), name
     assert (workdir / "results" / model / "figures" / "fig2_clustering.png").stat().st_size > 10_000
+    leftovers = [p for p in (workdir / "results").rglob("*.tmp")]
+    assert not leftovers, leftovers
+
+
+def test_gcg_attack_on_the_model_itself_reaches_table3(workdir):
+    model = "tiny"
+    prompts = [yaml.safe_load(line) for line in (workdir / f"results/data/jb_gcg.{model}.jsonl").read_text().splitlines()]
+    assert len(prompts) == 2 and all(p["verbatim"] and p["prompt"].endswith(p["suffix"]) for p in prompts)
+    assert all(p["target"].startswith("Sure, here is") for p in prompts)  # AdvBench's own targets
+    report = pd.read_csv(workdir / f"results/{model}/tables/gcg_attack.csv")
+    assert len(report) == 2 and (report["steps"] == 2).all() and report["starts_with_target"].dtype == bool
+    assert (report["best_loss"] <= report["initial_loss"]).all()
+    assert (workdir / f"results/{model}/hidden/jb_gcg.{model}.safetensors").exists()
+    table3 = pd.read_csv(workdir / f"results/{model}/tables/table3_guards.csv").set_index("test_set")
+    print(table3.to_string())
+    assert table3.loc["adv_suffix_self", "dataset"] == f"jb_gcg.{model}" and table3.loc["adv_suffix_self", "attempts"] == 2, table3
+    assert "skipped" in str(table3.loc["persuasion"].tolist())
+    minilm = (workdir / "results/text_guards/minilm.jsonl").read_text()
+    assert f'"set": "jb_gcg.{model}"' in minilm
     leftovers = [p for p in (workdir / "results").rglob("*.tmp")]
     assert not leftovers, leftovers
 

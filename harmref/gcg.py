@@ -1,0 +1,137 @@
+"""Adversarial suffixes optimised against the model itself with nanoGCG (the paper's "adv-suffix" jailbreak set).
+
+Each goal (e.g. an AdvBench behaviour) gets its own suffix, optimised so that the
+model's reply starts with the goal's target ("Sure, here is …"); the prompt the
+model is then tested on is `goal + " " + suffix`. Whether a prompt actually
+jailbreaks the model is judged afterwards, like every other set (Table 3 counts
+only those).
+
+nanoGCG 0.3.0 pins transformers<=4.47.1 but runs on transformers 5 with one
+change, made here: its prefix KV cache indexes the legacy tuple cache, which
+transformers 5 removed, so `use_prefix_cache` is always off (the prompt prefix is
+recomputed for every candidate: slower, same result). Install it with
+`pip install --no-deps nanogcg==0.3.0` (setup.sh does).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pandas as pd
+import torch
+
+from . import io
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER = "{optim_str}"
+
+
+def _nanogcg():
+    try:
+        import nanogcg
+    except ImportError as err:  # pragma: no cover - exercised only without the package
+        raise ImportError(
+            "guard.gcg.enabled needs nanoGCG: pip install --no-deps nanogcg==0.3.0 "
+            "(--no-deps: it pins transformers<=4.47.1; harmref runs it on transformers 5)"
+        ) from err
+    return nanogcg
+
+
+def config(spec: dict, seed: int):
+    """A nanoGCG GCGConfig from the `guard.gcg` block."""
+    nanogcg = _nanogcg()
+    return nanogcg.GCGConfig(
+        num_steps=spec["num_steps"],
+        optim_str_init=spec["optim_str_init"],
+        search_width=spec["search_width"],
+        batch_size=spec.get("batch_size"),
+        topk=spec["topk"],
+        n_replace=spec["n_replace"],
+        early_stop=spec["early_stop"],
+        use_prefix_cache=False,  # nanoGCG 0.3.0's prefix cache needs transformers<5 (see module docstring)
+        seed=seed,
+        verbosity="WARNING",
+    )
+
+
+def messages(goal: str, system_prompt: str | None = None) -> list[dict]:
+    """The chat the suffix is optimised in: the same user message (and system prompt) harmref renders."""
+    out = [{"role": "user", "content": f"{goal} {PLACEHOLDER}"}]
+    if system_prompt is not None:
+        out.insert(0, {"role": "system", "content": system_prompt})
+    return out
+
+
+def attack(model, tokenizer, goal: str, target: str, cfg, system_prompt: str | None = None) -> dict:
+    """Optimise one suffix; returns the attacked prompt, the suffix, losses and the time taken."""
+    nanogcg = _nanogcg()
+    t0 = time.perf_counter()
+    det, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        result = nanogcg.run(model, tokenizer, messages(goal, system_prompt), target, cfg)
+    finally:  # nanoGCG switches deterministic algorithms on globally for a seeded run
+        torch.use_deterministic_algorithms(det, warn_only=warn)
+    seconds = time.perf_counter() - t0
+    suffix = result.best_string
+    return {
+        "prompt": f"{goal} {suffix}",
+        "suffix": suffix,
+        "target": target,
+        "initial_loss": float(result.losses[0]),
+        "best_loss": float(result.best_loss),
+        "steps": len(result.losses),
+        "seconds": round(seconds, 1),
+    }
+
+
+def attack_set(model, tokenizer, goals: list[dict], spec: dict, seed: int, system_prompt: str | None = None,
+               checkpoint=None, checkpoint_key=None, progress=None) -> list[dict]:
+    """Attack every goal in order; finished goals are appended to `checkpoint` and skipped on a rerun.
+
+    `goals`: dataset records ({id, prompt, category, target?}); the attack's records
+    are `{id, goal_id, prompt, label, source, category, verbatim, target, suffix, …}`.
+    """
+    fingerprint = io.sha256_text(repr([spec, seed, system_prompt, checkpoint_key, [(g["id"], g["prompt"]) for g in goals]]))
+    done = {}
+    if checkpoint is not None:
+        rows = io.read_jsonl_prefix(checkpoint)
+        if rows and rows[0].get("fingerprint") == fingerprint:
+            done = {r["goal_id"]: r for r in rows[1:]}
+            io.write_jsonl(checkpoint, rows)
+            log.info("resuming from %s: %d of %d goals done", checkpoint, len(done), len(goals))
+        else:
+            if rows:
+                log.warning("%s was written for other goals or settings; starting over", checkpoint)
+            io.write_jsonl(checkpoint, [{"fingerprint": fingerprint}])
+    out = []
+    for g in goals:
+        if g["id"] in done:
+            out.append(done[g["id"]])
+        else:
+            target = g.get("target") or spec["target"]
+            res = attack(model, tokenizer, g["prompt"], target, config(spec, seed), system_prompt)
+            rec = {"id": f"gcg:{g['id']}", "goal_id": g["id"], "label": "harmful", "source": "nanogcg",
+                   "category": g.get("category"), "verbatim": True, "goal": g["prompt"], **res}
+            log.info("%s: loss %.3f → %.3f in %d steps, %.0f s", g["id"], res["initial_loss"], res["best_loss"],
+                     res["steps"], res["seconds"])
+            if checkpoint is not None:
+                io.append_jsonl(checkpoint, [rec])
+            out.append(rec)
+        if progress is not None:
+            progress(1)
+    return out
+
+
+def report(records: list[dict], greedy: list[str] | None = None) -> pd.DataFrame:
+    """One row per goal: losses, steps, time, the suffix and (when given) whether greedy decoding starts with the target."""
+    rows = []
+    for i, r in enumerate(records):
+        row = {"goal_id": r["goal_id"], "goal": r["goal"], "target": r["target"], "suffix": r["suffix"],
+               "initial_loss": r["initial_loss"], "best_loss": r["best_loss"], "steps": r["steps"], "seconds": r["seconds"]}
+        if greedy is not None:
+            row["greedy_reply"] = greedy[i]
+            row["starts_with_target"] = greedy[i].strip().startswith(r["target"].strip())
+        rows.append(row)
+    return pd.DataFrame(rows)
