@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from . import io
+from .generation import open_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +95,7 @@ def attack_set(model, tokenizer, goals: list[dict], spec: dict, seed: int, syste
     are `{id, goal_id, prompt, label, source, category, verbatim, target, suffix, …}`.
     """
     fingerprint = io.sha256_text(repr([spec, seed, system_prompt, checkpoint_key, [(g["id"], g["prompt"]) for g in goals]]))
-    done = {}
-    if checkpoint is not None:
-        rows = io.read_jsonl_prefix(checkpoint)
-        if rows and rows[0].get("fingerprint") == fingerprint:
-            done = {r["goal_id"]: r for r in rows[1:]}
-            io.write_jsonl(checkpoint, rows)
-            log.info("resuming from %s: %d of %d goals done", checkpoint, len(done), len(goals))
-        else:
-            if rows:
-                log.warning("%s was written for other goals or settings; starting over", checkpoint)
-            io.write_jsonl(checkpoint, [{"fingerprint": fingerprint}])
+    done = {} if checkpoint is None else open_checkpoint(checkpoint, fingerprint, key="goal_id", what="goals")
     out = []
     for g in goals:
         if g["id"] in done:

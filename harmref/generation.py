@@ -83,18 +83,19 @@ def _fingerprint(fmt, instructions, questions, max_new_tokens, batch_size, key) 
     return io.sha256_text(blob)
 
 
-def open_checkpoint(path, fingerprint: str) -> dict[int, dict]:
-    """Finished batches {start: {rows, texts}} of a checkpoint written for `fingerprint`.
+def open_checkpoint(path, fingerprint: str, key: str = "start", what: str = "batches") -> dict:
+    """Finished units {record[key]: record} of a checkpoint written for `fingerprint`.
 
+    A unit is a generated batch here (key `start`) or an attacked goal in harmref.gcg.
     The file is rewritten without a torn last line (or started afresh when it was
-    written for other inputs), so new batches can be appended to it.
+    written for other inputs), so new units can be appended to it.
     """
     rows = io.read_jsonl_prefix(path)
     if rows and rows[0].get("fingerprint") == fingerprint:
-        done = {r["start"]: r for r in rows[1:]}
+        done = {r[key]: r for r in rows[1:]}
         io.write_jsonl(path, rows)
-        log.info("resuming from %s: %d finished batches (%d prompts) kept", path, len(done),
-                 sum(len(r["rows"]) for r in done.values()))
+        extra = f" ({sum(len(r['rows']) for r in done.values())} prompts)" if what == "batches" else ""
+        log.info("resuming from %s: %d finished %s%s kept", path, len(done), what, extra)
         return done
     if rows:
         log.warning("%s was written for other inputs (model, prompts or settings changed); starting over", path)
