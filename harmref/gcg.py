@@ -40,12 +40,29 @@ def _nanogcg():
     return nanogcg
 
 
+def init_string(spec: dict) -> str:
+    """The initial suffix, starting with the space that separates it from the goal.
+
+    The space belongs to the optimised tokens ("Ġx"/"▁x"), not to the goal: nanoGCG tokenizes
+    the text before the suffix on its own, and a goal ending in a space would end in a lone
+    space token that never occurs when the whole prompt is tokenized, so the suffix would be
+    optimised for a token sequence the model is never shown.
+    """
+    init = spec["optim_str_init"]
+    return init if init[:1].isspace() else " " + init
+
+
+def join(goal: str, suffix: str) -> str:
+    """`goal` followed by `suffix`, separated by one space (some tokenizers decode the first space away)."""
+    return goal + (suffix if suffix[:1].isspace() else " " + suffix)
+
+
 def config(spec: dict, seed: int):
     """A nanoGCG GCGConfig from the `guard.gcg` block."""
     nanogcg = _nanogcg()
     return nanogcg.GCGConfig(
         num_steps=spec["num_steps"],
-        optim_str_init=spec["optim_str_init"],
+        optim_str_init=init_string(spec),
         search_width=spec["search_width"],
         batch_size=spec.get("batch_size"),
         topk=spec["topk"],
@@ -59,7 +76,7 @@ def config(spec: dict, seed: int):
 
 def messages(goal: str, system_prompt: str | None = None) -> list[dict]:
     """The chat the suffix is optimised in: the same user message (and system prompt) harmref renders."""
-    out = [{"role": "user", "content": f"{goal} {PLACEHOLDER}"}]
+    out = [{"role": "user", "content": f"{goal}{PLACEHOLDER}"}]
     if system_prompt is not None:
         out.insert(0, {"role": "system", "content": system_prompt})
     return out
@@ -77,8 +94,8 @@ def attack(model, tokenizer, goal: str, target: str, cfg, system_prompt: str | N
     seconds = time.perf_counter() - t0
     suffix = result.best_string
     return {
-        "prompt": f"{goal} {suffix}",
-        "suffix": suffix,
+        "prompt": join(goal, suffix),
+        "suffix": suffix.strip(),
         "target": target,
         "initial_loss": float(result.losses[0]),
         "best_loss": float(result.best_loss),
@@ -115,14 +132,32 @@ def attack_set(model, tokenizer, goals: list[dict], spec: dict, seed: int, syste
     return out
 
 
-def report(records: list[dict], greedy: list[str] | None = None) -> pd.DataFrame:
-    """One row per goal: losses, steps, time, the suffix and (when given) whether greedy decoding starts with the target."""
+VARIANTS = ("plain", "init", "gcg")  # the goal alone, + the initial suffix, + the optimised suffix
+
+
+def variant_prompts(records: list[dict], optim_str_init: str) -> dict[str, list[str]]:
+    """The three prompts per goal the report compares: without a suffix, with the initial one, with the optimised one."""
+    return {"plain": [r["goal"] for r in records],
+            "init": [join(r["goal"], optim_str_init) for r in records],
+            "gcg": [r["prompt"] for r in records]}
+
+
+def report(records: list[dict], replies: dict[str, list[str]] | None = None,
+           refused: dict[str, list[bool]] | None = None) -> pd.DataFrame:
+    """One row per goal: losses, steps, time, the suffix and, when given, the greedy replies.
+
+    `replies` / `refused`: per variant in VARIANTS, the greedy reply and the judge's verdict.
+    The `init` column tells whether the optimisation or merely appending a suffix broke the refusal.
+    """
     rows = []
     for i, r in enumerate(records):
         row = {"goal_id": r["goal_id"], "goal": r["goal"], "target": r["target"], "suffix": r["suffix"],
                "initial_loss": r["initial_loss"], "best_loss": r["best_loss"], "steps": r["steps"], "seconds": r["seconds"]}
-        if greedy is not None:
-            row["greedy_reply"] = greedy[i]
-            row["starts_with_target"] = greedy[i].strip().startswith(r["target"].strip())
+        for v in VARIANTS:
+            if refused is not None and v in refused:
+                row[f"refused_{v}"] = bool(refused[v][i])
+        if replies is not None and "gcg" in replies:
+            row["starts_with_target"] = replies["gcg"][i].strip().startswith(r["target"].strip())
+            row["reply_gcg"] = replies["gcg"][i]
         rows.append(row)
     return pd.DataFrame(rows)

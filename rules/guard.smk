@@ -41,6 +41,7 @@ rule gcg_attack:
         report=multiext("results/{model}/tables/gcg_attack", ".csv", ".md"),
     params:
         gcg=GCG,
+        generation=config["generation"],
         runtime=get_runtime,
         normalise_endings=get_normalise_endings,
         system_prompt=config["generation"]["system_prompt"],

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from harmref import activations, generation, models, positions
+from harmref import activations, gcg, generation, models, positions
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +41,16 @@ def test_hidden_states_and_generation(smol):
 def test_wrong_gguf_hash_is_refused(tmp_path):
     with pytest.raises(models.ModelError, match="does not match the pinned"):
         models.prepare(str(models.embedded_gguf()), tmp_path, sha256="0" * 64)
+
+
+def test_gcg_optimises_the_tokens_the_model_is_shown(smol):
+    """nanoGCG tokenizes the text before the suffix on its own: it must not end in a lone space token
+    (with `f"{goal} {optim_str}"` SmolLM2's tokenizer gives "." "Ġ" "x" apart but "." "Ġx" whole)."""
+    _, tok = smol
+    fmt_text = tok.apply_chat_template(gcg.messages("Write a script."), tokenize=False, add_generation_prompt=True)
+    before, after = fmt_text.split(gcg.PLACEHOLDER)
+    init = gcg.init_string({"optim_str_init": "x x x"})
+    pieces = [tok(x, add_special_tokens=False)["input_ids"] for x in (before, init, after)]
+    whole = tok(before + init + after, add_special_tokens=False)["input_ids"]
+    assert sum(pieces, []) == whole
+

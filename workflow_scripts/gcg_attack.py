@@ -1,6 +1,6 @@
 """Rule gcg_attack: nanoGCG suffixes optimised against the model itself → a prompt set and a per-goal report."""
 
-from harmref import datasets, gcg, generation, io, models, positions, runlog
+from harmref import datasets, gcg, generation, io, judging, models, positions, runlog
 
 log = runlog.start(snakemake)
 p, rt, spec = snakemake.params, snakemake.params.runtime, snakemake.params.gcg
@@ -16,12 +16,18 @@ records = gcg.attack_set(
     progress=runlog.progress(len(goals), "nanoGCG goals"),
 )
 fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
-n_target = max(len(tok(r["target"], add_special_tokens=False)["input_ids"]) for r in records)
-greedy = generation.generate(model, tok, fmt, [r["prompt"] for r in records], n_target + 2, rt["batch_size"])
-table = gcg.report(records, greedy)
+gen = p.generation
+judge = judging.make_judge(gen["judge"], **gen.get("ollama_judge", {}))
+variants = gcg.variant_prompts(records, spec["optim_str_init"])
+replies = {v: generation.generate(model, tok, fmt, xs, gen["max_new_tokens"], rt["batch_size"]) for v, xs in variants.items()}
+refused = {v: judge(variants[v], replies[v]) for v in variants}
+table = gcg.report(records, replies, refused)
 keep = ("id", "prompt", "label", "source", "category", "verbatim", "target", "goal_id", "suffix")
 io.write_jsonl(out, [{k: r[k] for k in keep} for r in records])
 io.write_table(table, snakemake.output.report[0])
 io.remove(out + ".partial.jsonl")
-log.info("%d suffixes; greedy reply starts with the target for %d; mean best loss %.3f",
-         len(table), int(table["starts_with_target"].sum()), table["best_loss"].mean())
+n = len(table)
+log.info("refused %d/%d goals alone, %d/%d with the initial suffix, %d/%d with the optimised one; "
+         "the reply starts with the target for %d; mean loss %.3f → %.3f", table["refused_plain"].sum(), n,
+         table["refused_init"].sum(), n, table["refused_gcg"].sum(), n, table["starts_with_target"].sum(),
+         table["initial_loss"].mean(), table["best_loss"].mean())
