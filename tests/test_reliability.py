@@ -340,6 +340,19 @@ def test_references_to_unconfigured_datasets_fail_before_the_dag(tmp_path):
     assert "config: directions.harmful names 'harmfull_train', which is not under datasets:" in out
 
 
+def _mkdir(path):
+    path.mkdir()
+    return path
+
+
+def test_gcg_set_name_clash_and_unknown_goals_fail_before_the_dag(tmp_path):
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["guard"]["gcg"] = {"enabled": True, "set": "advbench"}
+    assert "config: guard.gcg.set 'advbench' is also under datasets:" in _dry_run(_mkdir(tmp_path / "a"), cfg)
+    cfg["guard"]["gcg"] = {"enabled": True, "goals": "advbenhc"}
+    assert "config: guard.gcg.goals names 'advbenhc', which is not under datasets:" in _dry_run(_mkdir(tmp_path / "b"), cfg)
+
+
 def test_bad_label_and_broken_csv_name_the_problem(tmp_path):
     p = tmp_path / "set.jsonl"
     p.write_text('{"id": "a", "prompt": "x", "label": "harmfull"}\n')
