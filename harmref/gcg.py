@@ -23,6 +23,7 @@ import torch
 
 from . import io
 from .generation import open_checkpoint
+from .positions import ChatFormat
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,57 @@ def join(goal: str, suffix: str) -> str:
     return goal + (suffix if suffix[:1].isspace() else " " + suffix)
 
 
+def joins(goal: str, suffix: str) -> list[str]:
+    """The texts a decoded suffix may stand for: `goal + suffix` as decoded, and with a space between.
+
+    nanoGCG optimises token ids and hands back their decoded string. A byte-level BPE
+    decodes a leading "Ġx" as " x", so `goal + suffix` is exact; a SentencePiece
+    tokenizer decodes a leading "▁x" as "x", so the space has to be put back.
+    """
+    out = [goal + suffix]
+    if not suffix[:1].isspace():
+        out.append(goal + " " + suffix)
+    return out
+
+
+@torch.no_grad()
+def target_fit(model, tokenizer, fmt, prompts: list[str], target: str, batch_size: int = 16) -> list[tuple[bool, float]]:
+    """For each user message: does greedy decoding give `target` exactly, and the mean cross-entropy of it.
+
+    The prompt is rendered and tokenized as a whole, as the model is shown it later (not
+    in pieces, as nanoGCG does), and the target tokens are teacher-forced after it.
+    """
+    tgt = tokenizer(target, add_special_tokens=False)["input_ids"]
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        seqs = [tokenizer(fmt.render(p)[0], add_special_tokens=False)["input_ids"] + tgt for p in prompts[i:i + batch_size]]
+        width = max(map(len, seqs))
+        ids = torch.tensor([[pad] * (width - len(x)) + x for x in seqs], device=device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in seqs], device=device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, width - len(tgt) - 1:-1].float()
+        labels = torch.tensor(tgt, device=device).expand(len(seqs), -1)
+        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(-1)
+        exact = (logits.argmax(-1) == labels).all(-1)
+        out += [(bool(e), float(c)) for e, c in zip(exact.tolist(), ce.tolist())]
+    return out
+
+
+def select(model, tokenizer, fmt, goal: str, target: str, strings: list[str], batch_size: int = 16) -> tuple[str, bool, float]:
+    """The attacked prompt to keep: among every step's best suffix (both joins), one whose whole-prompt
+    greedy reply is the target if any, else the lowest whole-prompt loss.
+
+    nanoGCG keeps the lowest mean loss under its own piecewise tokenization, and its early
+    stop fires when *any* candidate of a step decodes the target; neither guarantees that
+    the prompt as later tokenized elicits the target. Returns (prompt, exact, loss).
+    """
+    prompts = list(dict.fromkeys(p for s in strings for p in joins(goal, s)))
+    fits = target_fit(model, tokenizer, fmt, prompts, target, batch_size)
+    best = min(range(len(prompts)), key=lambda i: (not fits[i][0], fits[i][1]))
+    return prompts[best], fits[best][0], fits[best][1]
+
+
 def config(spec: dict, seed: int):
     """A nanoGCG GCGConfig from the `guard.gcg` block."""
     nanogcg = _nanogcg()
@@ -83,7 +135,11 @@ def messages(goal: str, system_prompt: str | None = None) -> list[dict]:
 
 
 def attack(model, tokenizer, goal: str, target: str, cfg, system_prompt: str | None = None) -> dict:
-    """Optimise one suffix; returns the attacked prompt, the suffix, losses and the time taken."""
+    """Optimise one suffix; returns the attacked prompt, the suffix, losses and the time taken.
+
+    `best_loss` is nanoGCG's; `prompt_loss` and `exact` are those of the kept prompt,
+    tokenized whole (see `select`).
+    """
     nanogcg = _nanogcg()
     t0 = time.perf_counter()
     det, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
@@ -91,14 +147,17 @@ def attack(model, tokenizer, goal: str, target: str, cfg, system_prompt: str | N
         result = nanogcg.run(model, tokenizer, messages(goal, system_prompt), target, cfg)
     finally:  # nanoGCG switches deterministic algorithms on globally for a seeded run
         torch.use_deterministic_algorithms(det, warn_only=warn)
+    fmt = ChatFormat.from_tokenizer(tokenizer, system_prompt)
+    prompt, exact, loss = select(model, tokenizer, fmt, goal, target, [result.best_string, *result.strings])
     seconds = time.perf_counter() - t0
-    suffix = result.best_string
     return {
-        "prompt": join(goal, suffix),
-        "suffix": suffix.strip(),
+        "prompt": prompt,
+        "suffix": prompt[len(goal):].strip(),
         "target": target,
         "initial_loss": float(result.losses[0]),
         "best_loss": float(result.best_loss),
+        "prompt_loss": loss,
+        "exact": exact,
         "steps": len(result.losses),
         "seconds": round(seconds, 1),
     }
@@ -122,8 +181,9 @@ def attack_set(model, tokenizer, goals: list[dict], spec: dict, seed: int, syste
             res = attack(model, tokenizer, g["prompt"], target, config(spec, seed), system_prompt)
             rec = {"id": f"gcg:{g['id']}", "goal_id": g["id"], "label": "harmful", "source": "nanogcg",
                    "category": g.get("category"), "verbatim": True, "goal": g["prompt"], **res}
-            log.info("%s: loss %.3f → %.3f in %d steps, %.0f s", g["id"], res["initial_loss"], res["best_loss"],
-                     res["steps"], res["seconds"])
+            log.info("%s: loss %.3f → %.3f in %d steps, %.0f s; kept prompt: loss %.3f, greedy reply %s the target",
+                     g["id"], res["initial_loss"], res["best_loss"], res["steps"], res["seconds"], res["prompt_loss"],
+                     "is" if res["exact"] else "is not")
             if checkpoint is not None:
                 io.append_jsonl(checkpoint, [rec])
             out.append(rec)
@@ -152,7 +212,8 @@ def report(records: list[dict], replies: dict[str, list[str]] | None = None,
     rows = []
     for i, r in enumerate(records):
         row = {"goal_id": r["goal_id"], "goal": r["goal"], "target": r["target"], "suffix": r["suffix"],
-               "initial_loss": r["initial_loss"], "best_loss": r["best_loss"], "steps": r["steps"], "seconds": r["seconds"]}
+               "initial_loss": r["initial_loss"], "best_loss": r["best_loss"], "prompt_loss": r["prompt_loss"],
+               "exact": r["exact"], "steps": r["steps"], "seconds": r["seconds"]}
         for v in VARIANTS:
             if refused is not None and v in refused:
                 row[f"refused_{v}"] = bool(refused[v][i])

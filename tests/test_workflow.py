@@ -66,7 +66,7 @@ def test_gcg_attack_on_the_model_itself_reaches_table3(workdir):
     assert all(p["target"].startswith("Sure, here is") for p in prompts)  # AdvBench's own targets
     report = pd.read_csv(workdir / f"results/{model}/tables/gcg_attack.csv")
     assert len(report) == 2 and (report["steps"] == 2).all() and report["starts_with_target"].dtype == bool
-    assert {"refused_plain", "refused_init", "refused_gcg", "reply_gcg"} <= set(report.columns)
+    assert {"refused_plain", "refused_init", "refused_gcg", "reply_gcg", "prompt_loss", "exact"} <= set(report.columns)
     assert (report["best_loss"] <= report["initial_loss"]).all()
     assert (workdir / f"results/{model}/hidden/jb_gcg.{model}.safetensors").exists()
     table3 = pd.read_csv(workdir / f"results/{model}/tables/table3_guards.csv").set_index("test_set")
