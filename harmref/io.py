@@ -173,8 +173,10 @@ def write_table(df, stem, floatfmt: str = ".3f") -> None:
             stem = stem[: -len(suffix)]
     with atomic_path(stem + ".csv") as tmp:
         df.to_csv(tmp, index=False)
-    # object dtype keeps integer columns integers (a mixed frame's .values would make them floats)
-    write_text(stem + ".md", df.astype(object).to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    # object dtype keeps integer columns integers (a mixed frame's .values would make them floats);
+    # a newline or '|' inside a cell (a model's reply, a GCG suffix) would break the markdown row
+    cells = df.astype(object).map(lambda x: x.replace("|", "\\|").replace("\r", "").replace("\n", "<br>") if isinstance(x, str) else x)
+    write_text(stem + ".md", cells.to_markdown(index=False, floatfmt=floatfmt) + "\n")
 
 
 def save_figure(fig, path) -> None:

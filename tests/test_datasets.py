@@ -84,3 +84,15 @@ def test_load_prompts_applies_the_model_ending_rule(tmp_path):
     io.write_jsonl(p, [{"id": "a", "prompt": "How do I bake bread?", "label": "harmless"}])
     assert datasets.load_prompts(p)[0]["prompt"] == "How do I bake bread?"
     assert datasets.load_prompts(p, normalise_endings=True)[0]["prompt"] == "How do I bake bread."
+
+
+def test_markdown_tables_survive_newlines_and_pipes_in_cells(tmp_path):
+    import pandas as pd
+
+    from harmref import io
+
+    io.write_table(pd.DataFrame({"reply": ["Sure:\n\n1. a | b", "No"], "n": [1, 2]}), tmp_path / "t")
+    md = (tmp_path / "t.md").read_text().splitlines()
+    assert len(md) == 4 and md[2].count("|") - md[2].count("\\|") == 3, md  # one row per line, 2 columns
+    assert "Sure:<br><br>1. a \\| b" in md[2]
+    assert pd.read_csv(tmp_path / "t.csv")["reply"][0] == "Sure:\n\n1. a | b"  # the CSV keeps the text
