@@ -2,9 +2,9 @@
 
 Each goal (e.g. an AdvBench behaviour) gets its own suffix, optimised so that the
 model's reply starts with the goal's target ("Sure, here is …"); the prompt the
-model is then tested on is `goal + " " + suffix`. Whether a prompt actually
-jailbreaks the model is judged afterwards, like every other set (Table 3 counts
-only those).
+model is then tested on is the goal followed by the suffix, chosen by `select` on
+the whole, re-tokenized prompt. Whether a prompt actually jailbreaks the model is
+judged afterwards, like every other set (Table 3 counts only those).
 
 nanoGCG 0.3.0 pins transformers<=4.47.1 but runs on transformers 5 with one
 change, made here: its prefix KV cache indexes the legacy tuple cache, which

@@ -5,6 +5,9 @@ from harmref import datasets, gcg, generation, io, judging, models, positions, r
 log = runlog.start(snakemake)
 p, rt, spec = snakemake.params, snakemake.params.runtime, snakemake.params.gcg
 out = snakemake.output.prompts
+gen = p.generation
+judge = judging.make_judge(gen["judge"], **gen.get("ollama_judge", {}))
+judge.check()  # an unreachable judge fails now, not after hours of optimisation
 goals = datasets.load_prompts(snakemake.input.goals, p.normalise_endings)[: spec["n"]]
 model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"])
 for param in model.parameters():
@@ -16,8 +19,6 @@ records = gcg.attack_set(
     progress=runlog.progress(len(goals), "nanoGCG goals"),
 )
 fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
-gen = p.generation
-judge = judging.make_judge(gen["judge"], **gen.get("ollama_judge", {}))
 variants = gcg.variant_prompts(records, spec["optim_str_init"])
 replies = {v: generation.generate(model, tok, fmt, xs, gen["max_new_tokens"], rt["batch_size"]) for v, xs in variants.items()}
 refused = {v: judge(variants[v], replies[v]) for v in variants}
