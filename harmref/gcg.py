@@ -53,11 +53,6 @@ def init_string(spec: dict) -> str:
     return init if init[:1].isspace() else " " + init
 
 
-def join(goal: str, suffix: str) -> str:
-    """`goal` followed by `suffix`, separated by one space (some tokenizers decode the first space away)."""
-    return goal + (suffix if suffix[:1].isspace() else " " + suffix)
-
-
 def joins(goal: str, suffix: str) -> list[str]:
     """The texts a decoded suffix may stand for: `goal + suffix` as decoded, and with a space between.
 
@@ -195,18 +190,12 @@ def attack_set(model, tokenizer, goals: list[dict], spec: dict, seed: int, syste
 VARIANTS = ("plain", "init", "gcg")  # the goal alone, + the initial suffix, + the optimised suffix
 
 
-def variant_prompts(records: list[dict], optim_str_init: str) -> dict[str, list[str]]:
-    """The three prompts per goal the report compares: without a suffix, with the initial one, with the optimised one."""
-    return {"plain": [r["goal"] for r in records],
-            "init": [join(r["goal"], optim_str_init) for r in records],
-            "gcg": [r["prompt"] for r in records]}
-
-
 def report(records: list[dict], replies: dict[str, list[str]] | None = None,
            refused: dict[str, list[bool]] | None = None) -> pd.DataFrame:
     """One row per goal: losses, steps, time, the suffix and, when given, the greedy replies.
 
-    `replies` / `refused`: per variant in VARIANTS, the greedy reply and the judge's verdict.
+    `refused`: per variant in VARIANTS, the judge's verdicts; `replies["gcg"]`: the replies to the
+    attacked prompts.
     The `init` column tells whether the optimisation or merely appending a suffix broke the refusal.
     """
     rows = []

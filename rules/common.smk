@@ -25,8 +25,7 @@ if GCG["enabled"] and GCG["goals"] not in config["datasets"]:
 GCG_SETS = {f"{GCG['set']}.{m}": m for m in ANALYSIS_MODELS} if GCG["enabled"] else {}
 DATASETS = {
     **config["datasets"],
-    **{name: {"label": "harmful", "sources": [], "generate": False, "hidden": False, "gcg_model": m}
-       for name, m in GCG_SETS.items()},
+    **{name: {"label": "harmful", "sources": [], "generate": False, "hidden": False} for name in GCG_SETS},
 }
 BUILT_SETS = [d for d in DATASETS if d not in GCG_SETS]
 

@@ -37,11 +37,9 @@ rule gcg_attack:
         model=get_model_card,
         goals=f"results/data/{GCG['goals']}.jsonl",
     output:
-        prompts=f"results/data/{GCG['set']}.{{model}}.jsonl",
-        report=multiext("results/{model}/tables/gcg_attack", ".csv", ".md"),
+        f"results/data/{GCG['set']}.{{model}}.jsonl",
     params:
         gcg=GCG,
-        generation=config["generation"],
         runtime=get_runtime,
         normalise_endings=get_normalise_endings,
         system_prompt=config["generation"]["system_prompt"],
@@ -59,6 +57,33 @@ rule gcg_attack:
         "../envs/harmref.yaml"
     script:
         "../workflow_scripts/gcg_attack.py"
+
+
+rule gcg_report:
+    input:
+        model=get_model_card,
+        prompts=rules.gcg_attack.output[0],
+        gcg_gens=f"results/{{model}}/generations/chat/{GCG['set']}.{{model}}.jsonl",
+        goal_gens=f"results/{{model}}/generations/chat/{GCG['goals']}.jsonl",
+    output:
+        multiext("results/{model}/tables/gcg_attack", ".csv", ".md"),
+    params:
+        gcg=GCG,
+        generation=config["generation"],
+        runtime=get_runtime,
+        system_prompt=config["generation"]["system_prompt"],
+    log:
+        "logs/gcg_report/{model}.log",
+    wildcard_constraints:
+        model="|".join(map(re.escape, GCG_SETS.values())) or "NONE",
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/gcg_report.py"
 
 
 rule minilm_guard:
@@ -140,3 +165,4 @@ rule fig6_jailbreaks:
 FINAL_TARGETS.extend(
     expand([*rules.table3_guards.output, *rules.fig6_jailbreaks.output], model=ANALYSIS_MODELS)
 )
+FINAL_TARGETS.extend(expand(rules.gcg_report.output, model=GCG_SETS.values()))

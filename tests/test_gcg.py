@@ -54,9 +54,6 @@ def test_report_flags_replies_that_start_with_the_target(attacked):
     assert t["starts_with_target"].tolist() == [True, False]
     assert t["refused_plain"].tolist() == [True, True] and t["refused_init"].tolist() == [False, True]
     assert list(t.columns[:4]) == ["goal_id", "goal", "target", "suffix"]
-    v = gcg.variant_prompts(recs, "x x")
-    assert v["plain"][0] == GOALS[0]["prompt"] and v["init"][0] == GOALS[0]["prompt"] + " x x"
-    assert v["gcg"] == [r["prompt"] for r in recs]
 
 
 def test_target_fit_sees_the_greedy_reply_and_does_not_depend_on_the_batch(chatml):
@@ -88,7 +85,6 @@ def test_system_prompt_goes_first_and_the_suffix_follows_the_goal():
     m = gcg.messages("Do X.", "Be safe.")
     assert m == [{"role": "system", "content": "Be safe."}, {"role": "user", "content": "Do X.{optim_str}"}]
     assert gcg.init_string({"optim_str_init": "x x"}) == " x x" == gcg.init_string({"optim_str_init": " x x"})
-    assert gcg.join("Do X.", "ab c") == "Do X. ab c" == gcg.join("Do X.", " ab c")
 
 
 def test_verbatim_prompts_are_not_normalised(tmp_path):

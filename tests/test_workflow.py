@@ -68,6 +68,8 @@ def test_gcg_attack_on_the_model_itself_reaches_table3(workdir):
     assert len(report) == 2 and (report["steps"] == 2).all() and report["starts_with_target"].dtype == bool
     assert {"refused_plain", "refused_init", "refused_gcg", "reply_gcg", "prompt_loss", "exact"} <= set(report.columns)
     assert (report["best_loss"] <= report["initial_loss"]).all()
+    gens = {r["id"]: r for r in map(yaml.safe_load, (workdir / f"results/{model}/generations/chat/jb_gcg.{model}.jsonl").read_text().splitlines())}
+    assert report["refused_gcg"].tolist() == [gens[f"gcg:{g}"]["refused"] for g in report["goal_id"]]  # the generate rule's verdicts
     assert (workdir / f"results/{model}/hidden/jb_gcg.{model}.safetensors").exists()
     table3 = pd.read_csv(workdir / f"results/{model}/tables/table3_guards.csv").set_index("test_set")
     print(table3.to_string())

@@ -1,13 +1,10 @@
-"""Rule gcg_attack: nanoGCG suffixes optimised against the model itself → a prompt set and a per-goal report."""
+"""Rule gcg_attack: nanoGCG suffixes optimised against the model itself → a prompt set (one record per goal)."""
 
-from harmref import datasets, gcg, generation, io, judging, models, positions, runlog
+from harmref import datasets, gcg, io, models, runlog
 
 log = runlog.start(snakemake)
 p, rt, spec = snakemake.params, snakemake.params.runtime, snakemake.params.gcg
-out = snakemake.output.prompts
-gen = p.generation
-judge = judging.make_judge(gen["judge"], **gen.get("ollama_judge", {}))
-judge.check()  # an unreachable judge fails now, not after hours of optimisation
+out = snakemake.output[0]
 goals = datasets.load_prompts(snakemake.input.goals, p.normalise_endings)[: spec["n"]]
 model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"])
 for param in model.parameters():
@@ -18,17 +15,7 @@ records = gcg.attack_set(
     checkpoint_key=[io.sha256_file(snakemake.input.model), str(model.device), str(model.dtype)],
     progress=runlog.progress(len(goals), "nanoGCG goals"),
 )
-fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
-variants = gcg.variant_prompts(records, spec["optim_str_init"])
-replies = {v: generation.generate(model, tok, fmt, xs, gen["max_new_tokens"], rt["batch_size"]) for v, xs in variants.items()}
-refused = {v: judge(variants[v], replies[v]) for v in variants}
-table = gcg.report(records, replies, refused)
-keep = ("id", "prompt", "label", "source", "category", "verbatim", "target", "goal_id", "suffix")
-io.write_jsonl(out, [{k: r[k] for k in keep} for r in records])
-io.write_table(table, snakemake.output.report[0])
+io.write_jsonl(out, records)
 io.remove(out + ".partial.jsonl")
-n = len(table)
-log.info("refused %d/%d goals alone, %d/%d with the initial suffix, %d/%d with the optimised one; "
-         "the reply starts with the target for %d; mean loss %.3f → %.3f", table["refused_plain"].sum(), n,
-         table["refused_init"].sum(), n, table["refused_gcg"].sum(), n, table["starts_with_target"].sum(),
-         table["initial_loss"].mean(), table["best_loss"].mean())
+log.info("%d suffixes; greedy reply is the target for %d (whole-prompt loss %.3f on average)",
+         len(records), sum(r["exact"] for r in records), sum(r["prompt_loss"] for r in records) / len(records))
