@@ -37,8 +37,15 @@ def capture(model, batch, columns: torch.Tensor) -> torch.Tensor:
     hooks.append(("resid_post", n_layers - 1, grab(n_layers)))
     batch = batch.to(device)
     with add_hooks(model, hooks):
-        model(**batch.model_inputs(), use_cache=False)
+        # the decoder stack alone: the LM head's logits (vocab × seq × batch) are never read
+        body(model)(**batch.model_inputs(), use_cache=False)
     return torch.stack(store, dim=1)
+
+
+def body(model):
+    """The head-free transformer of a causal LM (`model.model` for llama-likes), or the model itself."""
+    inner = getattr(model, "base_model", None)
+    return inner if isinstance(inner, torch.nn.Module) and inner is not model else model
 
 
 def sort_by_length(lengths: list[int]) -> list[int]:

@@ -38,3 +38,39 @@ def test_entries_match_hf_hidden_states(chatml):
 def test_storage_cast_keeps_float32_on_overflow():
     assert activations.storage_cast(torch.ones(2, 2)).dtype == torch.float16
     assert activations.storage_cast(torch.full((2,), 1e5)).dtype == torch.float32
+
+
+def test_capture_skips_the_lm_head_and_matches_the_full_forward(tiny):
+    """Extraction runs the decoder stack alone (no vocab logits) and gives the full model's hidden states."""
+    _, model, tok = tiny
+    fmt = ChatFormat.from_tokenizer(tok)
+    head = model.get_output_embeddings()
+    calls = []
+    handle = head.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        h, _, _ = activations.hidden_states(model, tok, fmt, PROMPTS, batch_size=4)
+    finally:
+        handle.remove()
+    assert calls == [], "the LM head ran during extraction"
+    assert activations.body(model) is not model
+    # reference: the same hooks around the whole causal LM
+    from harmref.positions import capture_columns, encode
+
+    batch = encode(tok, fmt, PROMPTS)
+    cols = capture_columns(batch, 2, h.shape[2] - 3)
+    n = len(hooks.decoder_layers(model))
+    store = [None] * (n + 1)
+    idx = torch.arange(len(PROMPTS))[:, None]
+
+    def grab(k):
+        def fn(x):
+            store[k] = x[idx, cols].float()
+
+        return fn
+
+    with hooks.add_hooks(model, [("resid_pre", l, grab(l)) for l in range(n)] + [("resid_post", n - 1, grab(n))]):
+        with torch.no_grad():
+            model(**batch.model_inputs(), use_cache=False)
+    ref = torch.stack(store, dim=1)
+    direct = activations.capture(model, batch, cols)
+    torch.testing.assert_close(direct, ref, atol=1e-5, rtol=0)
