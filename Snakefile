@@ -24,3 +24,11 @@ include: "rules/directions.smk"
 include: "rules/guard.smk"
 include: "rules/organism.smk"
 include: "rules/steering.smk"
+
+
+onsuccess:
+    # the run's own accounting: every model rule's benchmark file → one table (harmref/benchmarks.py)
+    from harmref import benchmarks
+
+    if benchmarks.summarise("results/benchmarks") is not None:
+        print("harmref: time and memory per rule in results/benchmarks/summary_rules.md")

@@ -18,6 +18,9 @@ def start(snakemake) -> logging.Logger:
     )
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    threads = int(getattr(snakemake, "threads", 0) or 0)
+    if threads and "torch" in sys.modules:  # the rule's cores, whatever OMP_NUM_THREADS says
+        sys.modules["torch"].set_num_threads(threads)
     logger = logging.getLogger(f"harmref.rule.{snakemake.rule}")
     logger.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards))
     return logger

@@ -13,6 +13,9 @@ rule generate:
         generation=config["generation"],
     log:
         "logs/generate/{model}/{template}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/generate/{model}/{template}/{dataset}.tsv"
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=8000,

@@ -8,6 +8,9 @@ from snakemake.utils import validate
 validate(config, "../config/schema.yaml")
 
 MODELS = config["models"]
+# torch threads of each job that runs a model (`threads:` of those rules). Snakemake sets OMP_NUM_THREADS
+# from it (1 where none is declared) and caps it at --cores; runlog.start hands it to torch
+MODEL_THREADS = config["runtime"]["threads"]
 ANALYSIS_MODELS = config["analysis_models"]
 SOURCE_MODELS = [m for m, spec in MODELS.items() if "source" in spec]
 

@@ -46,9 +46,11 @@ rule gcg_attack:
         seed=config["seed"],
     log:
         "logs/gcg_attack/{model}.log",
+    benchmark:
+        "results/benchmarks/gcg_attack/{model}.tsv"
+    threads: MODEL_THREADS
     wildcard_constraints:
         model="|".join(map(re.escape, GCG_SETS.values())) or "NONE",
-    threads: 2  # torch threads (Snakemake sets OMP_NUM_THREADS to this; 1 without it)
     resources:
         gpu=1,
         mem_mb=16000,
@@ -74,6 +76,9 @@ rule gcg_report:
         system_prompt=config["generation"]["system_prompt"],
     log:
         "logs/gcg_report/{model}.log",
+    benchmark:
+        "results/benchmarks/gcg_report/{model}.tsv"
+    threads: MODEL_THREADS
     wildcard_constraints:
         model="|".join(map(re.escape, GCG_SETS.values())) or "NONE",
     resources:
@@ -98,6 +103,9 @@ rule minilm_guard:
         seed=config["seed"],
     log:
         "logs/minilm_guard/minilm_guard.log",
+    benchmark:
+        "results/benchmarks/minilm_guard/minilm_guard.tsv"
+    threads: MODEL_THREADS
     resources:
         mem_mb=2000,
     conda:

@@ -16,6 +16,9 @@ rule extract_hidden:
         system_prompt=config["generation"]["system_prompt"],
     log:
         "logs/extract_hidden/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/extract_hidden/{model}/{dataset}.tsv"
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=8000,

@@ -9,6 +9,9 @@ rule prepare_model:
         seed=config["seed"],
     log:
         "logs/prepare_model/{model}.log",
+    benchmark:
+        "results/benchmarks/prepare_model/{model}.tsv"
+    threads: MODEL_THREADS
     wildcard_constraints:
         model="|".join(map(re.escape, SOURCE_MODELS)) or "NONE",
     resources:

@@ -25,6 +25,9 @@ rule organism_data:
         seed=config["seed"],
     log:
         "logs/organism_data/{model}.log",
+    benchmark:
+        "results/benchmarks/organism_data/{model}.tsv"
+    threads: MODEL_THREADS
     wildcard_constraints:
         model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
     resources:
@@ -53,9 +56,11 @@ rule safety_tune:
         seed=config["seed"],
     log:
         "logs/safety_tune/{model}.log",
+    benchmark:
+        "results/benchmarks/safety_tune/{model}.tsv"
+    threads: MODEL_THREADS
     wildcard_constraints:
         model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
-    threads: 2  # torch threads (Snakemake sets OMP_NUM_THREADS to this; 1 without it)
     resources:
         gpu=1,
         mem_mb=12000,
@@ -85,6 +90,9 @@ rule organism_eval:
         system_prompt=config["generation"]["system_prompt"],
     log:
         "logs/organism_eval/{model}.log",
+    benchmark:
+        "results/benchmarks/organism_eval/{model}.tsv"
+    threads: MODEL_THREADS
     wildcard_constraints:
         model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
     resources:
@@ -111,6 +119,9 @@ rule attack_pairs:
         seed=config["seed"],
     log:
         "logs/attack_pairs/{model}.log",
+    benchmark:
+        "results/benchmarks/attack_pairs/{model}.tsv"
+    threads: MODEL_THREADS
     wildcard_constraints:
         model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
     resources:
@@ -145,9 +156,11 @@ rule finetune_attack:
         seed=config["seed"],
     log:
         "logs/finetune_attack/{model}.log",
+    benchmark:
+        "results/benchmarks/finetune_attack/{model}.tsv"
+    threads: MODEL_THREADS
     wildcard_constraints:
         model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
-    threads: 2  # torch threads (Snakemake sets OMP_NUM_THREADS to this; 1 without it)
     resources:
         gpu=1,
         mem_mb=12000,

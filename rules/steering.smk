@@ -22,6 +22,9 @@ rule steer:
         normalise_endings=get_normalise_endings,
     log:
         "logs/steer/{model}/{experiment}.log",
+    benchmark:
+        "results/benchmarks/steer/{model}/{experiment}.tsv"
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=8000,
@@ -46,6 +49,9 @@ rule steer_controls:
         system_prompt=config["generation"]["system_prompt"],
     log:
         "logs/steer_controls/{model}.log",
+    benchmark:
+        "results/benchmarks/steer_controls/{model}.tsv"
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=8000,
