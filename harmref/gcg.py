@@ -164,6 +164,7 @@ def attack_set(model, tokenizer, goals: list[dict], spec: dict, seed: int, syste
 
     `goals`: dataset records ({id, prompt, category, target?}); the attack's records
     are `{id, goal_id, prompt, label, source, category, verbatim, target, suffix, …}`.
+    `checkpoint_key`: `models.checkpoint_key(card, model)`, so other weights start over.
     """
     fingerprint = io.sha256_text(repr([spec, seed, system_prompt, checkpoint_key, [(g["id"], g["prompt"]) for g in goals]]))
     done = {} if checkpoint is None else open_checkpoint(checkpoint, fingerprint, key="goal_id", what="goals")

@@ -48,7 +48,8 @@ def generate(
 
     `checkpoint`: a side file (JSON lines) to which every finished batch is appended.
     A rerun with the same inputs (instructions, questions, template, max_new_tokens,
-    batch_size and the caller's `checkpoint_key`, e.g. the model card's hash) skips
+    batch_size and the caller's `checkpoint_key`: `models.checkpoint_key(card, model)`,
+    the identity of the weights with device and dtype) skips
     the batches already there, so the result equals an uninterrupted run; a file
     written for other inputs is discarded. The caller deletes it (`io.remove`) once
     the real output is written.
@@ -98,6 +99,6 @@ def open_checkpoint(path, fingerprint: str, key: str = "start", what: str = "bat
         log.info("resuming from %s: %d finished %s%s kept", path, len(done), what, extra)
         return done
     if rows:
-        log.warning("%s was written for other inputs (model, prompts or settings changed); starting over", path)
+        log.warning("%s was written for other inputs (model weights, prompts or settings changed); starting over", path)
     io.write_jsonl(path, [{"fingerprint": fingerprint}])
     return {}

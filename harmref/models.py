@@ -3,10 +3,18 @@
 `prepare` turns a model source into a *model card* (`model.json`) that every
 later step loads from; GGUF and random sources are converted once into a
 safetensors directory beside it (a GGUF dequantises in ~17 s, the copy loads in ~1 s).
+
+Every card records what the weights *are*, not only where they are: `weights_sha256`
+({file name relative to the weights folder: sha256} of the weight, config and tokenizer
+files, hashed once, streaming, when the card is written) and `identity`, one sha256 that
+summarises them (for a tuned model also its recipe, training data and base model).
+Resumable artefacts (generation and nanoGCG checkpoints) are keyed by `card_identity`,
+so retrained or replaced weights never resume from replies of the old ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -153,10 +161,124 @@ def prepare(source: str, out_dir, sha256: str | None = None, trust_remote_code: 
         card["path"] = str(out_dir)
         card["seed"] = seed  # the random weights depend on it
     else:
+        if kind == "hub" and source.startswith(("/", ".", "~")):  # meant as a local folder, not a hub id
+            raise ModelError(f"model source {source}: no such folder")
         card["path"] = source
     card["prepare_seconds"] = round(time.time() - t0, 1)
+    card.update(weights_identity(card))
     write_json(out_dir / "model.json", card)
     return card
+
+
+# ------------------------------------------------------------------ identity of the weights
+# files that decide what from_pretrained loads from a folder: weights, configs, tokenizer, template, remote code
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".txt", ".jinja", ".tiktoken", ".py")
+CARD_FILES = ("model.json", "recipe.json")  # harmref's own files beside the weights: not part of them
+# recipe.json entries that decide a tuned model (its timings, memory and losses are measurements)
+RECIPE_KEYS = ("base_model", "hyperparameters", "seed", "data_sha256", "examples", "n_examples",
+               "refusal_responses", "system_prompt")
+
+
+def hash_weights(folder) -> dict[str, str]:
+    """{file name relative to `folder`: sha256} of the files `from_pretrained` reads there (top level).
+
+    `.bin`/`.pt` weights are skipped when the folder has safetensors (transformers loads those);
+    harmref's own `model.json`/`recipe.json` and hidden temporaries are not part of the weights.
+    """
+    folder = Path(folder)
+    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")
+                   and f.name.endswith(WEIGHT_SUFFIXES) and f.name not in CARD_FILES)
+    if any(f.name.endswith(".safetensors") for f in files):
+        files = [f for f in files if not f.name.endswith((".bin", ".pt", ".pth"))]
+    if not any(f.name.endswith((".safetensors", ".bin", ".pt", ".pth")) for f in files):
+        raise ModelError(f"{folder}: no weight files (*.safetensors or *.bin) to hash for the model card")
+    t0 = time.time()
+    out = {f.name: sha256_file(f) for f in files}
+    log.info("hashed %d weight/config files of %s (%.1f GB) in %.1f s", len(out), folder,
+             sum(f.stat().st_size for f in files) / 1e9, time.time() - t0)
+    return out
+
+
+def _hub_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
+    """The locally cached snapshot of a hub id, or None when it is not downloaded (never downloads)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except Exception as e:  # not in the cache, or not a valid hub id: the card says so
+        log.debug("no local snapshot of %s: %s", repo_id, e)
+        return None
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")).hexdigest()
+
+
+def weights_identity(card: dict, folder=None) -> dict:
+    """`weights_sha256` and `identity` of a card whose weights are in `folder` (default: card["path"]).
+
+    A hub id that is not in the local Hugging Face cache cannot be hashed: its identity then
+    covers the id and revision only, `weights_hashed` is false and the card says why.
+    """
+    folder = Path(folder if folder is not None else card["path"])
+    out: dict = {}
+    if card.get("kind") == "hub" and not folder.is_dir():
+        snap = _hub_snapshot(card["source"], card.get("revision"))
+        if snap is None:
+            log.warning("%s is not in the local Hugging Face cache: its model card identity covers the hub id%s "
+                        "only, not the weights", card["source"], " and revision" if card.get("revision") else "")
+            out.update(weights_sha256={}, weights_hashed=False,
+                       identity_note="hub id not downloaded when the card was written: the identity covers "
+                                     "the id (and revision) only; prepare the model again once it is downloaded")
+            out["identity"] = _digest({"hub": card["source"], "revision": card.get("revision")})
+            return out
+        folder, out["weights_folder"] = snap, str(snap)
+    out["weights_sha256"] = hash_weights(folder)
+    out["weights_hashed"] = True
+    out["identity"] = _digest({"weights_sha256": out["weights_sha256"], "gguf_sha256": card.get("gguf_sha256")})
+    return out
+
+
+def tuned_card(out_dir, tune_from: str, base_card: dict, recipe: dict, recipe_path) -> dict:
+    """The model card of weights fine-tuned from `base_card` into `out_dir` by `recipe` (recipe.json's content).
+
+    Its identity covers the tuned weights, the recipe's settings and data hashes, and the base model's identity,
+    so retraining with another recipe (or on other data) gives another identity even if a card field does not change.
+    """
+    card = {"source": None, "kind": "tuned", "tune_from": tune_from, "path": str(out_dir),
+            "trust_remote_code": False, "recipe": str(recipe_path)}
+    card["recipe_sha256"] = _digest({k: recipe.get(k) for k in RECIPE_KEYS})
+    card["base_identity"] = card_identity(base_card)
+    card.update(weights_identity(card, out_dir))
+    card["identity"] = _digest({"weights": card["identity"], "recipe": card["recipe_sha256"],
+                                "base": card["base_identity"]})
+    return card
+
+
+def card_identity(card_or_path) -> str:
+    """The sha256 hex that names a model's weights (and, for a tuned model, its recipe and base).
+
+    `card_or_path`: a card dict, a card path (`model.json`) or a folder holding one. A card written
+    before harmref recorded identities is an error naming the rule to rerun, never a silent guess.
+    """
+    where = "model card"
+    if isinstance(card_or_path, dict):
+        card = card_or_path
+    else:
+        p = Path(card_or_path)
+        p = p / "model.json" if p.is_dir() else p
+        card, where = read_card(p), str(p)
+    ident = card.get("identity")
+    if not isinstance(ident, str) or len(ident) != 64:
+        rule = "safety_tune" if card.get("kind") == "tuned" else "prepare_model"
+        raise ModelError(f"{where}: no weights identity (written by an older harmref); rerun the card's rule, "
+                         f"e.g. snakemake --forcerun {rule}, so resumable outputs can be tied to the weights")
+    return ident
+
+
+def checkpoint_key(card_or_path, model) -> list[str]:
+    """What a checkpoint of `model`'s outputs is keyed by: the card identity, device and dtype."""
+    return [card_identity(card_or_path), str(model.device), str(model.dtype)]
 
 
 def _load_gguf(path: Path):

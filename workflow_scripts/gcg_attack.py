@@ -12,7 +12,7 @@ for param in model.parameters():
 records = gcg.attack_set(
     model, tok, goals, spec, p.seed, p.system_prompt,
     checkpoint=out + ".partial.jsonl",
-    checkpoint_key=[io.sha256_file(snakemake.input.model), str(model.device), str(model.dtype)],
+    checkpoint_key=models.checkpoint_key(snakemake.input.model, model),  # the weights' identity, device, dtype
     progress=runlog.progress(len(goals), "nanoGCG goals"),
 )
 io.write_jsonl(out, records)

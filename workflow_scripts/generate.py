@@ -19,7 +19,7 @@ responses = generation.generate(
     model, tok, fmt, prompts, gen["max_new_tokens"], rt["batch_size"],
     progress=runlog.progress(len(records), "generate"),
     checkpoint=out + ".partial.jsonl",
-    checkpoint_key=[io.sha256_file(snakemake.input.model), str(model.device), str(model.dtype)],
+    checkpoint_key=models.checkpoint_key(snakemake.input.model, model),  # the weights' identity, device, dtype
 )
 rows = [{"id": r["id"], "prompt": r["prompt"], "label": r["label"], "category": r["category"], "response": x}
         for r, x in zip(records, responses)]

@@ -20,8 +20,9 @@ hashes = {name: io.sha256_file(snakemake.input[name]) for name in ("harmful", "h
 base_card = models.read_card(snakemake.input.base)
 extra = {"base_card": base_card, "system_prompt": p.system_prompt, "script_seconds": round(time.time() - t0, 1),
          "script_peak_rss_gb": organism.peak_rss_gb()}
-io.write_json(snakemake.output.recipe, organism.recipe(cfg, history, examples, hashes, p.base, extra))
-io.write_json(snakemake.output.card, {"source": None, "kind": "tuned", "tune_from": p.base, "path": str(out),
-                                      "trust_remote_code": False, "recipe": str(snakemake.output.recipe)})
+rec = organism.recipe(cfg, history, examples, hashes, p.base, extra)
+io.write_json(snakemake.output.recipe, rec)
+# the card records the tuned weights' sha256 and an identity over weights, recipe, data and base model
+io.write_json(snakemake.output.card, models.tuned_card(out, p.base, base_card, rec, snakemake.output.recipe))
 log.info("trained in %.0f s (peak RSS %.2f GB), loss %.3f → %.3f; saved to %s", history["wall_seconds"],
          history["peak_rss_gb"], history["first_loss"], history["final_loss"], out)
