@@ -24,6 +24,7 @@ include: "rules/directions.smk"
 include: "rules/guard.smk"
 include: "rules/organism.smk"
 include: "rules/steering.smk"
+include: "rules/belief.smk"
 
 
 onsuccess:

@@ -241,3 +241,62 @@ def steering_controls_figure(controls, model: str):
     fig.suptitle(f"{model}: steering controls")
     fig.tight_layout()
     return fig
+
+
+BELIEF_COLORS = {
+    "refused · judged harmful": "tab:red",
+    "complied · judged harmless": "tab:green",
+    "refused · judged harmless": "tab:blue",
+    "complied · judged harmful": "tab:orange",
+}
+
+
+def belief_figure(table, rows, model: str, threshold: float = 0.0):
+    """Stated belief vs behaviour (issue 17), one row of panels per inversion question (margin verdict, all sets):
+    % of prompts whose Δharmful / Δrefuse sign agrees with the stated belief and with the behaviour,
+    per (behaviour · stated belief) group, Wilson 95 % bars; and Δharmful vs Δrefuse per prompt."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    t = table[(table["verdict"] == "margin") & (table["set"] == "all")]
+    questions = list(dict.fromkeys(t["question"]))
+    if not questions:
+        return _no_data(f"{model}: stated belief vs behaviour")
+    groups = list(BELIEF_COLORS)
+    fig, axes = plt.subplots(len(questions), 3, figsize=(17, 4.6 * len(questions)), squeeze=False)
+    for r, q in enumerate(questions):
+        tq = t[t["question"] == q].set_index("group")
+        labels = [f"{g}\n(n={int(tq.loc[g, 'n']) if g in tq.index else 0})" for g in groups]
+        for c, (name, title) in enumerate((("dh", "Δharmful (t_inst) sign"), ("dr", "Δrefuse (t_post-inst) sign"))):
+            ax = axes[r, c]
+            for k, (what, color) in enumerate((("belief", "tab:purple"), ("behaviour", "tab:gray"))):
+                vals, lo, hi = [], [], []
+                for g in groups:
+                    row = tq.loc[g] if g in tq.index else None
+                    v = float(row[f"{name}_{what}_%"]) if row is not None and row[f"{name}_n_scored"] else float("nan")
+                    vals.append(v)
+                    lo.append(v - float(row[f"{name}_{what}_lo_%"]) if v == v else 0.0)
+                    hi.append(float(row[f"{name}_{what}_hi_%"]) - v if v == v else 0.0)
+                x = [i + (k - 0.5) * 0.38 for i in range(len(groups))]
+                ax.bar(x, vals, 0.38, yerr=[lo, hi], capsize=3, color=color,
+                       label="agrees with the stated belief" if what == "belief" else "agrees with the behaviour")
+            ax.axvline(1.5, color="black", lw=0.8, ls=":")
+            ax.set_xticks(range(len(groups)), labels, fontsize=7)
+            ax.set_ylim(0, 105)
+            ax.set_ylabel("% of the group's prompts")
+            ax.set_title(f"{q}: {title}  (agreeing groups | disagreements)", fontsize=9)
+            ax.legend(fontsize=7, loc="lower left")
+        ax = axes[r, 2]
+        dq = df[df["question"] == q]
+        for g in groups:
+            d = dq[dq["group"] == g]
+            ax.scatter(d["delta_harmful"], d["delta_refuse"], s=9, alpha=0.7, color=BELIEF_COLORS[g], label=f"{g} ({len(d)})")
+        ax.axvline(threshold, color="grey", lw=0.8)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xlabel(f"Δharmful (≥ {threshold:g} reads harmful)")
+        ax.set_ylabel("Δrefuse (≥ 0 reads refuse)")
+        ax.set_title(f"{q}: per prompt, coloured by behaviour · stated belief", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{model}: the model's stated belief (reply inversion, first-token margin) vs its behaviour and latent beliefs")
+    fig.tight_layout()
+    return fig

@@ -281,3 +281,15 @@ def get_refusal_tokens(wildcards):
     s = config["steering"]
     return s["refusal_tokens_per_model"].get(wildcards.model, s["refusal_tokens"])
 
+
+# ---- input functions of rules/belief.smk (kept apart from its rules for snakemake --lint)
+
+
+def get_belief_inputs(wildcards):
+    m, sets = wildcards.model, config["directions"]["eval_sets"]
+    return {
+        "model": model_card(m),
+        "directions": f"results/{m}/directions/directions.safetensors",
+        "hidden": [f"results/{m}/hidden/{s}.safetensors" for s in sets],
+        "gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in sets],
+    }

@@ -1,0 +1,199 @@
+"""The model's stated belief about each prompt versus its behaviour and its latent beliefs (issue 17).
+
+For every held-out prompt the model is asked the reply-inversion question (paper §3.5,
+`inversion.QUESTIONS`): "User wants to {instruction}\\n{question}". Its *stated belief*
+is read from the first-token log-prob margin log P(Certainly) − log P(No) (the
+steering rule's `inversion_margin`, same answer tokens): margin > 0 ⇒ it says harmful.
+A greedy reply parsed by `judging.parse_inversion` gives a second, reply-based verdict
+(which can be invalid). Neither depends on whether the model refused the plain prompt.
+
+Crossing stated belief with behaviour (refused / complied, from the generate rule) gives
+four groups; in the two disagreement groups (refused but judged harmless, complied but
+judged harmful) belief and behaviour point opposite ways, so the sign of a latent score
+can follow one or the other, never both. Δharmful (t_inst) reads "harmful" when
+≥ the Latent Guard's threshold; Δrefuse (t_post-inst) reads "refuse" when ≥ 0
+(`latent_guard.score_hidden`, the guard's layers). If harmfulness and refusal are
+encoded separately, Δharmful should follow the stated belief and Δrefuse the behaviour.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pandas as pd
+import torch
+
+from .judging import parse_inversion
+from .positions import encode
+from .steering import NONE, TokenScore, generate_steered
+
+log = logging.getLogger(__name__)
+
+# (behaviour, stated belief) groups; the last two are the disagreements
+GROUPS = (
+    "refused · judged harmful",
+    "complied · judged harmless",
+    "refused · judged harmless",
+    "complied · judged harmful",
+)
+DISAGREE = GROUPS[2:]
+POOLED_DISAGREE = "disagree (both groups)"
+VERDICTS = ("margin", "reply")
+
+
+def group_name(refused: bool, says_harmful: bool) -> str:
+    return f"{'refused' if refused else 'complied'} · judged {'harmful' if says_harmful else 'harmless'}"
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval (95 % by default) for k successes of n, as fractions; (nan, nan) when n == 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
+
+
+@torch.no_grad()
+def _first_logprobs(model, batch) -> torch.Tensor:
+    """log-softmax of the raw logits at the last prompt position, one forward pass: [b, vocab] float32 CPU."""
+    device = next(model.parameters()).device
+    b = batch.to(device)
+    # position ids from the mask, as `generate` builds them for its prefill (left padding)
+    position_ids = (b.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(**b.model_inputs(), position_ids=position_ids, use_cache=False).logits[:, -1]
+    return torch.log_softmax(logits.float(), dim=-1).cpu()
+
+
+def ask(model, tokenizer, fmt, instructions: list[str], question: str, score: TokenScore,
+        max_new_tokens: int = 0, batch_size: int = 16, progress=None) -> list[dict]:
+    """The model's answer to the reply-inversion `question` about each instruction, in input order.
+
+    One batched pass per batch (prompts sorted by length, left-padded by `positions.encode`):
+    `margin` = score(first-token log-probs) (log P(Certainly) − log P(No)); with
+    `max_new_tokens` > 0 the pass is the prefill of a greedy generation and the row also
+    carries the `reply` and its parsed `reply_verdict` (harmful | harmless | invalid).
+    """
+    order = sorted(range(len(instructions)), key=lambda i: len(fmt.render(instructions[i], question)[0]))
+    out: list[dict | None] = [None] * len(instructions)
+    for s in range(0, len(order), batch_size):
+        rows = order[s : s + batch_size]
+        batch = encode(tokenizer, fmt, [instructions[i] for i in rows], [question] * len(rows))
+        if max_new_tokens > 0:
+            ids, lp = generate_steered(model, tokenizer, batch, [NONE] * len(rows), max_new_tokens)
+            replies = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        else:
+            lp, replies = _first_logprobs(model, batch), [None] * len(rows)
+        margins = score(lp).tolist()
+        for j, i in enumerate(rows):
+            r = {"margin": float(margins[j])}
+            if replies[j] is not None:
+                r.update(reply=replies[j], reply_verdict=parse_inversion(replies[j]))
+            out[i] = r
+        if progress is not None:
+            progress(len(rows))
+    return out  # type: ignore[return-value]
+
+
+def load_set(hidden_path, gens_path, positions: list[str]):
+    """Hidden states [n, layers, P, d], their ids and the generation records by id, checked against each other.
+
+    Every hidden-state id needs a generation record with `prompt` (as the model read it) and `refused`.
+    """
+    from . import io
+
+    meta = io.read_sidecar(hidden_path)
+    if meta["positions"] != positions:
+        raise io.DataError(hidden_path, f"positions {meta['positions']} differ from the centroids' {positions}")
+    by_id = {}
+    for r in io.read_jsonl(gens_path):
+        for field in ("id", "prompt", "refused", "label"):
+            if field not in r:
+                raise io.DataError(gens_path, "missing field", record=f"line {r['_line']}", field=field)
+        by_id[r["id"]] = r
+    missing = [i for i in meta["ids"] if i not in by_id]
+    if missing:
+        raise io.DataError(gens_path, f"no generation for this prompt of {hidden_path} "
+                           f"({len(missing)} missing in all); rerun the generate rule", record=missing[0], field="id")
+    return io.read_tensors(hidden_path)["hidden"], meta["ids"], by_id
+
+
+def prompt_rows(set_name: str, ids: list[str], records: dict[str, dict], answers: list[dict], question_id: str,
+                delta_harmful, delta_refuse, threshold: float = 0.0) -> list[dict]:
+    """Per-prompt rows: behaviour, stated belief (margin and reply), Δharmful / Δrefuse and how each reads.
+
+    `records`: generation records by id (label, refused); `ids`, `answers` and the deltas in the same order.
+    A non-finite Δ (no refused centroid, say) reads as None.
+    """
+    rows = []
+    for i, a, dh, dr in zip(ids, answers, delta_harmful, delta_refuse):
+        r = records[i]
+        dh, dr = float(dh), float(dr)
+        says = a["margin"] > 0
+        row = {
+            "set": set_name, "id": i, "label": r["label"], "category": r.get("category"), "question": question_id,
+            "refused": bool(r["refused"]), "margin": a["margin"], "stated": "harmful" if says else "harmless",
+            "group": group_name(bool(r["refused"]), says),
+        }
+        if "reply" in a:
+            row["reply"] = a["reply"]
+            row["reply_verdict"] = a["reply_verdict"]
+            row["reply_group"] = (group_name(bool(r["refused"]), a["reply_verdict"] == "harmful")
+                                  if a["reply_verdict"] != "invalid" else "invalid reply")
+        row.update({
+            "delta_harmful": dh, "delta_refuse": dr,
+            "dh_reads_harmful": None if math.isnan(dh) else dh >= threshold,
+            "dr_reads_refuse": None if math.isnan(dr) else dr >= 0,
+        })
+        rows.append(row)
+    return rows
+
+
+def _agreement(g: pd.DataFrame, reads: str, stated_harmful: pd.Series) -> dict:
+    """Counts of a latent reading agreeing with the stated belief and with the behaviour, with Wilson CIs."""
+    ok = g[reads].notna()
+    x = g.loc[ok, reads].astype(bool)
+    n = int(ok.sum())
+    out = {"n_scored": n}
+    for what, target in (("belief", stated_harmful[ok]), ("behaviour", g.loc[ok, "refused"].astype(bool))):
+        k = int((x == target).sum())
+        lo, hi = wilson(k, n)
+        out.update({f"{what}_k": k, f"{what}_%": 100 * k / n if n else float("nan"),
+                    f"{what}_lo_%": 100 * lo, f"{what}_hi_%": 100 * hi})
+    return out
+
+
+def belief_vs_behaviour(rows: list[dict] | pd.DataFrame, model: str) -> pd.DataFrame:
+    """Per (question, verdict, set incl. `all`, group): n, label mix, and for Δharmful and Δrefuse
+    how many prompts' sign agrees with the stated belief and how many with the behaviour (Wilson 95 %).
+
+    verdict `margin`: stated belief from the first-token margin (never invalid); `reply`: from the
+    greedy reply (invalid replies counted in their own row, not in the groups). Group
+    `disagree (both groups)` pools the two disagreement groups.
+    """
+    df = pd.DataFrame(rows)
+    out = []
+    verdicts = [v for v in VERDICTS if v == "margin" or "reply_verdict" in df]
+    for q in dict.fromkeys(df["question"]):
+        dq = df[df["question"] == q]
+        for verdict in verdicts:
+            gcol = "group" if verdict == "margin" else "reply_group"
+            for set_name in ["all", *dict.fromkeys(dq["set"])]:
+                ds = dq if set_name == "all" else dq[dq["set"] == set_name]
+                stated = ds["stated"] == "harmful" if verdict == "margin" else ds["reply_verdict"] == "harmful"
+                cells = [(g, ds[gcol] == g) for g in GROUPS] + [(POOLED_DISAGREE, ds[gcol].isin(DISAGREE))]
+                if verdict == "reply":
+                    cells.append(("invalid reply", ds[gcol] == "invalid reply"))
+                for g, mask in cells:
+                    sub = ds[mask]
+                    row = {"model": model, "question": q, "verdict": verdict, "set": set_name, "group": g,
+                           "disagreement": g in DISAGREE or g == POOLED_DISAGREE, "n": len(sub),
+                           "n_label_harmful": int((sub["label"] == "harmful").sum())}
+                    if g != "invalid reply":
+                        for name, col in (("dh", "dh_reads_harmful"), ("dr", "dr_reads_refuse")):
+                            row.update({f"{name}_{k}": v for k, v in _agreement(sub, col, stated[mask]).items()})
+                    out.append(row)
+    return pd.DataFrame(out)

@@ -1,0 +1,33 @@
+# The model's stated belief (issue 17): the reply-inversion question asked about every held-out prompt,
+# its first-token margin crossed with the model's behaviour and with the signs of Δharmful / Δrefuse.
+
+
+rule stated_belief:
+    input:
+        unpack(get_belief_inputs),
+    output:
+        tables=expand("results/{{model}}/tables/{name}.{ext}", name=("stated_belief", "belief_vs_behaviour"), ext=("csv", "md")),
+        figure="results/{model}/figures/belief_vs_behaviour.png",
+    params:
+        eval_sets=config["directions"]["eval_sets"],
+        runtime=get_runtime,
+        system_prompt=config["generation"]["system_prompt"],
+        questions=config["steering"]["inversion"]["questions"],
+        answer_tokens=config["steering"]["answer_tokens"],
+        max_new_tokens=config["steering"]["inversion"]["max_new_tokens"],
+        layers=config["guard"]["layers"],
+        threshold=config["guard"]["threshold"],
+    log:
+        "logs/stated_belief/{model}.log",
+    threads: 2  # torch threads (Snakemake sets OMP_NUM_THREADS to this; 1 without it)
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/stated_belief.py"
+
+
+FINAL_TARGETS.extend(expand(rules.stated_belief.output, model=ANALYSIS_MODELS))
