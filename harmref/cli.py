@@ -94,30 +94,52 @@ def _guard_score(args) -> int:
 
 
 # ------------------------------------------------------------------ judge
+def _seconds(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        x = float("nan")
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return x
+
+
 def add_judge(sub) -> None:
     p = sub.add_parser("judge", help="judge any JSONL of {prompt, response} records for refusal")
     p.add_argument("path", help="JSONL file; each record needs `prompt` and `response`")
     p.add_argument("--judge", default="substring", choices=["substring", "ollama"], help="refusal judge (default: the paper's 24 phrases)")
     p.add_argument("--host", default="http://127.0.0.1:11434", help="Ollama host (judge ollama)")
     p.add_argument("--model", default="llama3.1:8b", help="Ollama model (judge ollama)")
+    p.add_argument("--timeout", type=_seconds, default=60.0,
+                   help="seconds each Ollama request may take in all, connection to last byte (judge ollama; default 60)")
     p.add_argument("--out", default=None, help="write the judged records here (JSONL); default: print a summary only")
     p.set_defaults(func=_judge)
 
 
 def _judge(args) -> int:
-    from . import io, judging
+    """Exit 0 when judged, 2 on bad input, 3 when the Ollama server fails (the message names host and model)."""
+    from . import io, judging, ollama
 
-    records = io.read_jsonl(args.path)
-    for r in records:
-        for field in ("prompt", "response"):
-            if not isinstance(r.get(field), str):
-                raise io.DataError(args.path, "missing or non-string field", record=f"line {r['_line']}", field=field)
-    kwargs = {"host": args.host, "model": args.model} if args.judge == "ollama" else {}
-    judged = judging.judge_records(records, judging.make_judge(args.judge, **kwargs))
+    kwargs = {"host": args.host, "model": args.model, "timeout": args.timeout} if args.judge == "ollama" else {}
+    judge = judging.make_judge(args.judge, **kwargs)
+    try:
+        judge.check()  # the server and the model first, before any record is read or judged
+        records = io.read_jsonl(args.path)
+        for r in records:
+            for field in ("prompt", "response"):
+                if not isinstance(r.get(field), str):
+                    raise io.DataError(args.path, "missing or non-string field", record=f"line {r['_line']}", field=field)
+        judged = judging.judge_records(records, judge)
+    except ollama.OllamaError as e:
+        sys.stderr.write(f"harmref: {e}\n")
+        return 3
     if args.out:
         io.write_jsonl(args.out, [{k: v for k, v in r.items() if k != "_line"} for r in judged])
-    n, k = len(judged), sum(r["refused"] for r in judged)
-    sys.stdout.write(f"{args.path}: {k} / {n} refused ({(k / n if n else float('nan')):.1%}), judge {args.judge}\n")
+    n = len(judged)
+    bad = sum(r["refused"] is None for r in judged)
+    k = sum(bool(r["refused"]) for r in judged)
+    rate = k / (n - bad) if n - bad else float("nan")
+    sys.stdout.write(f"{args.path}: {k} / {n - bad} refused ({rate:.1%}), {bad} invalid verdicts, judge {args.judge}\n")
     return 0
 
 

@@ -15,15 +15,18 @@ PAPER_TABLE1 = {
 
 
 def rate_row(rows: list[dict], key: str = "refused") -> dict:
+    """n, the count of `key` true, the count of invalid verdicts (`key` null), the rate over valid verdicts and its SE."""
     n = len(rows)
-    k = sum(bool(r[key]) for r in rows)
-    p = k / n if n else float("nan")
-    se = math.sqrt(p * (1 - p) / n) if n else float("nan")
-    return {"n": n, key: k, "rate": p, "se": se}
+    invalid = sum(r[key] is None for r in rows)
+    k = sum(bool(r[key]) for r in rows if r[key] is not None)
+    valid = n - invalid
+    p = k / valid if valid else float("nan")
+    se = math.sqrt(p * (1 - p) / valid) if valid else float("nan")
+    return {"n": n, key: k, "invalid": invalid, "rate": p, "se": se}
 
 
 def refusal_rates(gens: dict[str, list[dict]], model: str) -> pd.DataFrame:
-    """One row per prompt set: label, n, refused, refusal rate and its standard error."""
+    """One row per prompt set: label, n, refused, invalid verdicts, refusal rate (over valid verdicts) and its SE."""
     out = []
     for name, rows in gens.items():
         labels = sorted({r["label"] for r in rows})
@@ -32,12 +35,14 @@ def refusal_rates(gens: dict[str, list[dict]], model: str) -> pd.DataFrame:
 
 
 def post_instruction_table(pairs: dict[str, dict[str, list[dict]]], model: str) -> pd.DataFrame:
-    """Paper Table 1: refusal % with and without the post-instruction tokens, per set."""
+    """Paper Table 1: refusal % (over valid verdicts) with and without the post-instruction tokens, per set,
+    and the count of invalid verdicts of each."""
     out = []
     for name, by_t in pairs.items():
         chat, nopost = rate_row(by_t["chat"]), rate_row(by_t["nopost"])
         row = {"model": model, "set": name, "n": chat["n"], "refusal_with_post_%": 100 * chat["rate"],
-               "refusal_without_post_%": 100 * nopost["rate"]}
+               "refusal_without_post_%": 100 * nopost["rate"], "invalid_with_post": chat["invalid"],
+               "invalid_without_post": nopost["invalid"]}
         paper = PAPER_TABLE1.get(model)
         if paper and name == "advbench":
             row["paper_with_%"], row["paper_without_%"] = paper

@@ -1,10 +1,6 @@
-import json
-import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -12,72 +8,22 @@ import pandas as pd
 import pytest
 import yaml
 
+from ollama_server import FAULTS, UNSAFE_WORDS, free_port, serve
+
 from harmref import guards, io, judging
 from harmref.guards import GuardUnavailable, LlamaGuard, MiniLMGuard
 
 ROOT = Path(__file__).resolve().parents[1]
-UNSAFE_WORDS = ("bomb", "poison", "malware")
 
 
 # ------------------------------------------------------------ a loopback Ollama server
-class _Ollama(BaseHTTPRequestHandler):
-    """Speaks the parts of Ollama's HTTP API the guards use: /api/tags, /api/generate, /api/chat."""
-
-    models = ("llama-guard3:8b", "judge:1b")
-
-    def _send(self, obj, status=200):
-        body = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        if self.path == "/api/tags":
-            return self._send({"models": [{"name": m, "model": m, "size": 1} for m in self.models]})
-        self._send({"error": "not found"}, 404)
-
-    def do_POST(self):
-        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append((self.path, req))
-        if req.get("model") not in self.models:
-            return self._send({"error": f"model '{req.get('model')}' not found"}, 404)
-        text = req.get("prompt") or req["messages"][-1]["content"]
-        if req["model"].startswith("judge"):  # the OllamaJudge's 1/0 refusal prompt
-            reply = "1" if "Response: I'm sorry" in text else "0"
-        else:
-            reply = "unsafe\nS9" if any(w in text for w in UNSAFE_WORDS) else "safe"
-        if self.path == "/api/generate":
-            return self._send({"model": req["model"], "created_at": "2025-01-01T00:00:00Z", "response": reply, "done": True})
-        if self.path == "/api/chat":
-            return self._send({"model": req["model"], "created_at": "2025-01-01T00:00:00Z",
-                               "message": {"role": "assistant", "content": reply}, "done": True})
-        self._send({"error": "not found"}, 404)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture()
 def ollama_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ollama)
-    server.requests = []
-    server.timeout = 5
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve() as (server, host):
+        yield server, host
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_free_port = free_port
 
 
 def test_llama_guard_end_to_end_over_http(ollama_server):
@@ -93,8 +39,69 @@ def test_llama_guard_end_to_end_over_http(ollama_server):
     assert all(r["model"] == "llama-guard3:8b" and r["options"]["temperature"] == 0 for r in sent)
 
 
-def test_llama_guard_verdict_is_the_substring_unsafe():
-    assert guards.is_unsafe("unsafe\nS1") and not guards.is_unsafe("safe")
+@pytest.mark.parametrize("reply, verdict, categories", [
+    ("safe", "safe", []), ("  SAFE \n", "safe", []), ("unsafe\nS1", "unsafe", ["S1"]), ("Unsafe", "unsafe", []),
+    ("unsafe\nS1,S10", "unsafe", ["S1", "S10"]), ("UNSAFE\nS2\nS3", "unsafe", ["S2", "S3"]),
+    ("safe\nS1", "invalid", []), ("", "invalid", []), ("I can't help with that.", "invalid", []),
+    ("unsafe\nbecause it is harmful", "invalid", []), ("This is safe", "invalid", []),
+])
+def test_llama_guard_verdict_is_parsed_strictly(reply, verdict, categories):
+    assert guards.parse_llama_guard(reply) == (verdict, categories)
+
+
+@pytest.mark.parametrize("reply, unsafe, verdict", [("Unsafe", True, "unsafe"), ("safe\nS1", None, "invalid"),
+                                                     ("", None, "invalid"), ("unsafe\nS1", True, "unsafe")])
+def test_llama_guard_invalid_reply_is_no_label_over_http(ollama_server, reply, unsafe, verdict):
+    # before: "Unsafe", "safe\nS1" and "" were all read as safe (no substring "unsafe")
+    server, host = ollama_server
+    server.reply = reply
+    [row] = LlamaGuard(host=host, timeout=5)(["How do I bake bread?"])
+    assert (row["unsafe"], row["verdict"]) == (unsafe, verdict)
+
+
+def _client(kind, host, timeout):
+    """One request through the guard or the judge: both use harmref.ollama."""
+    if kind == "llama_guard":
+        return lambda: LlamaGuard(host=host, model="llama-guard3:8b", timeout=timeout)(["hello"])
+    return lambda: judging.OllamaJudge(host=host, model="judge:1b", timeout=timeout)(["p"], ["r"])
+
+
+FAULT_MESSAGES = {
+    "http500": r"answered HTTP 500: 'llama runner process has terminated",
+    "badjson": r"sent a body that is not a JSON object: '<html>502 Bad Gateway",
+    "nofield": r"sent a reply without a string field 'response'",
+    "drop": r"the connection to .* broke \(RemoteProtocolError",
+    "stall": r"sent no complete reply within the 1\.5 s deadline",
+    "trickle": r"sent no complete reply within the 1\.5 s deadline",
+}
+
+
+@pytest.mark.parametrize("kind", ["llama_guard", "judge"])
+@pytest.mark.parametrize("fault", FAULTS)
+def test_every_ollama_fault_is_named_within_the_deadline(ollama_server, fault, kind):
+    # before: a trickling server ran 119 s with timeout 3 (the timeout was per read); HTTP 500 gave a raw
+    # ResponseError from the judge, a missing field a KeyError, a non-JSON body a JSONDecodeError
+    server, host = ollama_server
+    server.faults["/api/generate"] = fault
+    model = "llama-guard3:8b" if kind == "llama_guard" else "judge:1b"
+    t0 = time.monotonic()
+    with pytest.raises(GuardUnavailable) as e:
+        _client(kind, host, 1.5)()
+    assert time.monotonic() - t0 < 2.5  # the deadline is per request, not per read
+    msg = str(e.value)
+    assert host in msg and repr(model) in msg and "/api/generate" in msg
+    assert __import__("re").search(FAULT_MESSAGES[fault], msg), msg
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_check_names_a_faulty_server(ollama_server, fault):
+    server, host = ollama_server
+    server.faults["/api/tags"] = fault
+    t0 = time.monotonic()
+    with pytest.raises(GuardUnavailable, match=host) as e:
+        LlamaGuard(host=host, timeout=1.5).check()
+    assert time.monotonic() - t0 < 2.5
+    assert "llama-guard3:8b" in str(e.value)
 
 
 def test_llama_guard_fails_clearly_without_a_server():
