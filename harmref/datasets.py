@@ -39,9 +39,38 @@ def text_key(prompt: str) -> str:
     return _TRAILING.sub("", " ".join(prompt.split())).lower()
 
 
-def read_source(spec: dict, root: Path | str = ".") -> list[dict]:
-    """Records of one source: `{file, field, format?, where?, category_field?, id_field?, target_field?}`."""
+def source_path(spec: dict, root: Path | str = ".") -> Path:
+    """`root / spec["file"]`, refused (`DataError`) unless it lies inside `root` once symlinks are resolved.
+
+    The config schema already rejects absolute paths and '..'; this also stops a symlink under
+    data_root that points elsewhere (a data file is an input the user vouches for by placing it there).
+    """
     path = Path(root) / spec["file"]
+    real, real_root = path.resolve(), Path(root).resolve()
+    if not real.is_relative_to(real_root):
+        raise DataError(path, f"resolves to {real}, outside data_root {real_root}; copy the file into data_root "
+                              "(or point data_root at the folder that holds it)")
+    return path
+
+
+def source_prefixes(sources: list[dict], root: Path | str = ".") -> list[str]:
+    """The id prefix of each source of one set: its file stem, or, where two different files of the
+    set share a stem (a/harmful.json, b/harmful.csv), the file's path under `root`, so ids are unique."""
+    real = [source_path(s, root).resolve() for s in sources]
+    stems: dict[str, set] = {}
+    for r in real:
+        stems.setdefault(r.stem, set()).add(r)
+    real_root = Path(root).resolve()
+    return [r.stem if len(stems[r.stem]) == 1 else r.relative_to(real_root).as_posix() for r in real]
+
+
+def read_source(spec: dict, root: Path | str = ".", prefix: str | None = None) -> list[dict]:
+    """Records of one source: `{file, field, format?, where?, category_field?, id_field?, target_field?}`.
+
+    Ids are `{prefix}:{record}` (prefix: the file stem unless given; see `source_prefixes`).
+    """
+    path = source_path(spec, root)
+    prefix = path.stem if prefix is None else prefix
     field = spec.get("field", "instruction")
     rows = read_records(path, spec.get("format", "auto"))
     where = spec.get("where") or {}
@@ -60,11 +89,12 @@ def read_source(spec: dict, root: Path | str = ".") -> list[dict]:
             raise DataError(path, f"expected a string, got {type(prompt).__name__}", record=line, field=field)
         if not prompt.strip():
             raise DataError(path, "empty prompt", record=line, field=field)
-        rid = f"{path.stem}:{line}"
+        _no_bom(prompt, path, line, field)
+        rid = f"{prefix}:{line}"
         if spec.get("id_field"):
             if spec["id_field"] not in row:
                 raise DataError(path, "missing id field", record=line, field=spec["id_field"])
-            rid = f"{path.stem}:{row[spec['id_field']]}"
+            rid = f"{prefix}:{row[spec['id_field']]}"
             if rid in seen_ids:
                 raise DataError(path, f"duplicate id {row[spec['id_field']]!r} (first at record {seen_ids[rid]})", record=line, field=spec["id_field"])
             seen_ids[rid] = line
@@ -74,11 +104,17 @@ def read_source(spec: dict, root: Path | str = ".") -> list[dict]:
             target = row.get(spec["target_field"])
             if not isinstance(target, str) or not target.strip():
                 raise DataError(path, "missing or empty target", record=line, field=spec["target_field"])
+            _no_bom(target, path, line, spec["target_field"])
             rec["target"] = target.strip()
         out.append(rec)
     if skipped:
         log.warning("%s: skipped %d of %d records with a null prompt (no attack submitted)", path, skipped, len(rows))
     return out
+
+
+def _no_bom(text: str, path, record, field) -> None:
+    if "\ufeff" in text:  # a byte-order mark inside the file (files concatenated?) would enter the prompt's tokens
+        raise DataError(path, "contains a byte-order mark (U+FEFF); remove it", record=record, field=field)
 
 
 def build_set(
@@ -93,12 +129,17 @@ def build_set(
     if label not in LABELS:
         raise ValueError(f"dataset {name!r}: label must be one of {LABELS}, got {label!r}")
     banned = {text_key(r["prompt"]) for recs in exclude for r in recs}
-    pool, seen = [], set()
-    for source in spec["sources"]:
-        for rec in read_source(source, root):
+    pool, seen, ids = [], set(), {}
+    for source, prefix in zip(spec["sources"], source_prefixes(spec["sources"], root)):
+        for rec in read_source(source, root, prefix):
             key = text_key(rec["prompt"])
             if key in banned or key in seen:
                 continue
+            if rec["id"] in ids:  # e.g. one file listed twice with different fields: ids would collide downstream
+                raise DataError(Path(root) / source["file"], f"dataset {name!r}: id {rec['id']!r} also comes from "
+                                f"{ids[rec['id']]}; give the two sources distinct files or an id_field with distinct values",
+                                field="id")
+            ids[rec["id"]] = str(Path(root) / source["file"])
             seen.add(key)
             pool.append(rec)
     rng = random.Random(f"{seed}:{name}")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .io import DataError, atomic_path, sha256_file, write_json
+from .io import DataError, atomic_folder, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -295,17 +295,11 @@ def _load_gguf(path: Path):
 
 
 def _save_dir(model, tok, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # write into a temporary sibling, then move the files in: no half-written weights
-    with atomic_path(out_dir / "model.safetensors") as tmp_file:
-        staging = tmp_file.with_suffix(".d")
+    # write into a staging folder, then move the files in, the weights' entry file last: no half-written
+    # weights; the files get the usual permissions (safetensors writes 0600), also the shards of a large model
+    with atomic_folder(out_dir, entries=("model.safetensors", "model.safetensors.index.json")) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tok.save_pretrained(staging)
-        for f in staging.iterdir():
-            if f.name != "model.safetensors":
-                os.replace(f, out_dir / f.name)
-        os.replace(staging / "model.safetensors", tmp_file)
-        staging.rmdir()
 
 
 def read_card(card_path) -> dict:

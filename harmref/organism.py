@@ -451,12 +451,17 @@ def refusal_comparison(base: dict[str, list[dict]], organism: dict[str, list[dic
 
 
 def samples_markdown(records: list[dict], answers: dict[str, list[str]], title: str) -> str:
-    """Side-by-side answers of several models to the same prompts, as markdown."""
-    lines = [f"# {title}", ""]
+    """Side-by-side answers of several models to the same prompts, as markdown.
+
+    Prompts and replies are escaped (`io.escape_markdown`): HTML or markdown in them shows as text.
+    """
+    from .io import escape_markdown as esc
+
+    lines = [f"# {esc(title)}", ""]
     for k, r in enumerate(records):
-        lines += [f"## {k + 1}. {r['prompt']}", f"*set: {r.get('set', '')}, label: {r['label']}*", ""]
+        lines += [f"## {k + 1}. {esc(r['prompt'], ' ')}", f"*set: {esc(r.get('set', ''))}, label: {esc(r['label'])}*", ""]
         for model, texts in answers.items():
-            lines += [f"**{model}:**", "", "> " + texts[k].replace("\n", "\n> "), ""]
+            lines += [f"**{esc(model)}:**", "", "> " + esc(texts[k], "\n> "), ""]
     return "\n".join(lines)
 
 

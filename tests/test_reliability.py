@@ -361,7 +361,7 @@ def test_bad_label_and_broken_csv_name_the_problem(tmp_path):
     f = tmp_path / "bad.csv"
     f.write_text('instruction,x\nok,1\n"unterminated,2\n')
     with pytest.raises(DataError, match=r"bad.csv: malformed CSV after line 2"):
-        datasets.build_set("x", {"label": "harmful", "sources": [{"file": str(f), "format": "csv"}]})
+        datasets.build_set("x", {"label": "harmful", "sources": [{"file": f.name, "format": "csv"}]}, tmp_path)
 
 
 def test_unreachable_ollama_judge_names_the_host():
@@ -406,9 +406,9 @@ def test_model_card_records_the_seed_and_the_random_weights_follow_it(tmp_path):
 def test_dataset_sample_follows_the_seed(tmp_path):
     f = tmp_path / "a.jsonl"
     io.write_jsonl(f, [{"instruction": f"prompt {i}"} for i in range(40)])
-    spec = {"label": "harmless", "n": 10, "sources": [{"file": str(f)}]}
-    assert datasets.build_set("s", spec, seed=1) == datasets.build_set("s", spec, seed=1)
-    assert datasets.build_set("s", spec, seed=1) != datasets.build_set("s", spec, seed=2)
+    spec = {"label": "harmless", "n": 10, "sources": [{"file": f.name}]}
+    assert datasets.build_set("s", spec, tmp_path, seed=1) == datasets.build_set("s", spec, tmp_path, seed=1)
+    assert datasets.build_set("s", spec, tmp_path, seed=1) != datasets.build_set("s", spec, tmp_path, seed=2)
 
 
 def test_dataset_provenance_records_the_seed_and_detects_a_changed_set(tmp_path):
