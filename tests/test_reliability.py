@@ -170,6 +170,78 @@ def test_unreachable_ollama_judge_fails_before_generating(killed_and_resumed):
     assert not (wd / gen).exists() and not (wd / (gen + ".partial.jsonl")).exists()
 
 
+def test_retrained_organism_discards_a_stale_generation_checkpoint(tmp_path, monkeypatch):
+    """Kill `generate` on the organism, change its recipe, rerun: the checkpoint of the old weights is not reused.
+
+    The partial checkpoint is what a job killed after its first batch leaves, written in-process
+    with the rule's own key (`models.checkpoint_key`), with a marker reply so that a resume shows.
+    The same model resumes from it; retrained weights (organism.train.steps 4 → 2) start over.
+    """
+    wd = tmp_path
+    cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    cfg["data_root"] = str(ROOT / "data")
+    (wd / "config").mkdir()
+    (wd / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    card = wd / "results/models/tiny-refusal/model.json"
+    data = "results/data/harmless_train.jsonl"
+    gen = "results/tiny-refusal/generations/chat/harmless_train.jsonl"
+    partial, log = wd / (gen + ".partial.jsonl"), wd / "logs/generate/tiny-refusal/chat/harmless_train.log"
+    monkeypatch.chdir(wd)  # the card's weights path is relative to the workdir
+    # inputs not under test written in-process (saves four jobs); the organism is trained by the workflow
+    for name in ("harmless_train", "organism_harmful", "organism_harmless"):
+        io.write_jsonl(wd / f"results/data/{name}.jsonl",
+                       datasets.build_set(name, cfg["datasets"][name], root=cfg["data_root"], seed=cfg["seed"]))
+    models.prepare("tiny-random:chatml", "results/models/tiny", seed=cfg["seed"])
+    run(wd, "results/models/tiny-refusal/model.json")
+    g, rt = cfg["generation"], cfg["runtime"]
+
+    def killed_after_one_batch():
+        model, tok = models.load(card, rt["device"], rt["dtype"])
+        fmt = ChatFormat.from_tokenizer(tok, g["system_prompt"], post_instruction=True)
+        prompts = [r["prompt"] for r in datasets.load_prompts(wd / data, normalise_endings=True)]
+        calls = []
+
+        def first_batch_then_killed(model, tokenizer, batch, max_new_tokens, hooks_cm=None):
+            if calls:
+                raise SimulatedKill()
+            calls.append(1)
+            return ["STALE reply"] * batch.input_ids.shape[0]
+
+        with monkeypatch.context() as m:
+            m.setattr(generation, "generate_batch", first_batch_then_killed)
+            with pytest.raises(SimulatedKill):
+                generation.generate(model, tok, fmt, prompts, g["max_new_tokens"], rt["batch_size"],
+                                    checkpoint=partial, checkpoint_key=models.checkpoint_key(card, model))
+        assert _lines(partial) == 1 + 1  # the fingerprint and one finished batch
+        return model, tok, fmt, prompts
+
+    killed_after_one_batch()
+    run(wd, gen)  # same weights: resumes
+    assert "1 finished batches (4 prompts) kept" in log.read_text()
+    assert sum(r["response"] == "STALE reply" for r in io.read_jsonl(wd / gen)) == 4
+    assert not partial.exists()
+
+    old = models.read_card(card)
+    (wd / gen).unlink()
+    killed_after_one_batch()
+    cfg["organism"]["train"]["steps"] = 2
+    (wd / "config/steps2.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    p = run(wd, gen, "--configfile", str(wd / "config/steps2.yaml"))
+    assert "safety_tune" in p.stdout + p.stderr  # retrained
+    new = models.read_card(card)
+    assert new["weights_sha256"]["model.safetensors"] != old["weights_sha256"]["model.safetensors"]
+    assert new["identity"] != old["identity"] and new["recipe_sha256"] != old["recipe_sha256"]
+    text = log.read_text()
+    assert "was written for other inputs (model weights, prompts or settings changed); starting over" in text
+    assert "finished batches" not in text
+    rows = io.read_jsonl(wd / gen)
+    assert not any(r["response"] == "STALE reply" for r in rows) and not partial.exists()
+    model, tok = models.load(card, rt["device"], rt["dtype"])
+    fmt = ChatFormat.from_tokenizer(tok, g["system_prompt"], post_instruction=True)
+    fresh = generation.generate(model, tok, fmt, [r["prompt"] for r in rows], g["max_new_tokens"], rt["batch_size"])
+    assert [r["response"] for r in rows] == fresh  # the new weights' replies, as an uninterrupted run
+
+
 # ----------------------------------------------------- checkpoints, library level
 class SimulatedKill(BaseException):
     pass
