@@ -25,6 +25,8 @@ include: "rules/guard.smk"
 include: "rules/organism.smk"
 include: "rules/steering.smk"
 include: "rules/belief.smk"
+# the claims, the paper's tables beside ours, the results index (after every analysis rule file)
+include: "rules/report.smk"
 
 
 onsuccess:
@@ -33,3 +35,7 @@ onsuccess:
 
     if benchmarks.summarise("results/benchmarks") is not None:
         print("harmref: time and memory per rule in results/benchmarks/summary_rules.md")
+    # the run's last lines: where to start reading
+    if os.path.exists("results/index.md"):
+        print("harmref: every output of this run, by paper section: results/index.md; the claims: results/*/claims.md")
+        print("harmref: the HTML report: snakemake --report results/report.html")

@@ -21,25 +21,12 @@ import re
 import numpy as np
 import pandas as pd
 
-from . import ollama
+from . import ollama, paper
 
 log = logging.getLogger(__name__)
 
-# Paper Table 3 (accuracy %, paper.md §5.7): model alias → guard → test set.
-PAPER_TABLE3 = {
-    "llama2-7b-chat": {
-        "llama_guard3": {"adv_suffix": 100.0, "persuasion": 0.0, "template": 76.0, "refused_hl": 84.4, "accepted_hf": 45.5},
-        "latent_guard": {"adv_suffix": 100.0, "persuasion": 41.6, "template": 100.0, "refused_hl": 100.0, "accepted_hf": 93.9},
-    },
-    "llama3-8b-instruct": {
-        "llama_guard3": {"adv_suffix": 99.2, "persuasion": 6.8, "template": 50.0, "refused_hl": 50.0, "accepted_hf": 37.3},
-        "latent_guard": {"adv_suffix": 91.0, "persuasion": 65.0, "template": 100.0, "refused_hl": 78.5, "accepted_hf": 59.3},
-    },
-    "qwen2-7b-instruct": {
-        "llama_guard3": {"adv_suffix": 97.8, "persuasion": 17.8, "template": 91.4, "refused_hl": 50.0, "accepted_hf": 59.4},
-        "latent_guard": {"adv_suffix": 100.0, "persuasion": 75.0, "template": 53.5, "refused_hl": 91.6, "accepted_hf": 54.6},
-    },
-}
+# Paper Table 3 (accuracy %, paper.md §5.7): model alias → guard → test set; from harmref/paper_numbers.yaml.
+PAPER_TABLE3 = paper.table3()
 
 GUARDS = ("latent_guard", "refusal_direction", "own_refusal", "minilm", "llama_guard3")
 

@@ -293,3 +293,55 @@ def get_belief_inputs(wildcards):
         "hidden": [f"results/{m}/hidden/{s}.safetensors" for s in sets],
         "gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in sets],
     }
+
+
+# ---- input functions of rules/report.smk (kept apart from its rules for snakemake --lint)
+
+
+def get_claims_inputs(wildcards):
+    """Every table a claim reads (the fine-tuning attack only for a tuned model), and the hidden states
+    the claims' bootstrap intervals resample."""
+    m, d = wildcards.model, config["directions"]
+    t = f"results/{m}/tables"
+    out = {
+        **get_direction_inputs(wildcards),
+        **get_geometry_inputs(wildcards),
+        "table1": f"{t}/table1_post_instruction.csv",
+        "beliefs": f"{t}/beliefs.csv",
+        "fig4": f"{t}/fig4_steering_refusal.csv",
+        "fig5": f"{t}/fig5_reply_inversion.csv",
+        "fig6": f"{t}/fig6_group_means.csv",
+        "table3": f"{t}/table3_guards.csv",
+    }
+    if m in TUNED_MODELS:
+        out.update(attack=f"{t}/finetune_attack.csv", attack_layers=f"{t}/finetune_attack_layers.csv")
+    return out
+
+
+def get_claims_why(wildcards):
+    """Why a claim's data is absent: Table 3 sets skipped, Llama Guard 3 off, no category set, no attack."""
+    why = {name: reason for name, reason in GUARD_SKIPPED.items()}
+    if not GUARD["llama_guard"]["enabled"]:
+        why["llama_guard3"] = "Llama Guard 3 not run (guard.llama_guard.enabled: false; it needs an Ollama server with llama-guard3:8b)"
+    if not config["directions"].get("category_set"):
+        why["categories"] = "no category set configured (directions.category_set)"
+    if wildcards.model not in TUNED_MODELS:
+        why["attack"] = f"{wildcards.model} is not a tuned model organism: the fine-tuning attack runs only on models with tune_from:"
+    return why
+
+
+def get_paper_table_inputs(wildcards):
+    m = wildcards.model
+    t = f"results/{m}/tables"
+    names = ["table1_post_instruction", "clustering", "clustering_positions", "beliefs", "cosine_by_layer",
+             "fig4_steering_refusal", "fig5_reply_inversion", "fig6_group_means", "table3_guards"]
+    out = {n: f"{t}/{n}.csv" for n in names}
+    if m in TUNED_MODELS:
+        out.update(finetune_attack=f"{t}/finetune_attack.csv", finetune_attack_layers=f"{t}/finetune_attack_layers.csv")
+    out["claims"] = f"results/{m}/claims.csv"
+    return out
+
+
+def get_index_inputs(wildcards):
+    """Every final output but the index itself (read when the DAG is built: after every rule file has added its own)."""
+    return [t for t in dict.fromkeys(map(str, FINAL_TARGETS)) if t != "results/index.md"]
