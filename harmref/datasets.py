@@ -130,16 +130,17 @@ def build_set(
         raise ValueError(f"dataset {name!r}: label must be one of {LABELS}, got {label!r}")
     banned = {text_key(r["prompt"]) for recs in exclude for r in recs}
     pool, seen, ids = [], set(), {}
-    for source, prefix in zip(spec["sources"], source_prefixes(spec["sources"], root)):
+    for i, (source, prefix) in enumerate(zip(spec["sources"], source_prefixes(spec["sources"], root)), 1):
+        here = f"source {i} ({Path(root) / source['file']}, field {source.get('field', 'instruction')!r})"
         for rec in read_source(source, root, prefix):
             key = text_key(rec["prompt"])
             if key in banned or key in seen:
                 continue
             if rec["id"] in ids:  # e.g. one file listed twice with different fields: ids would collide downstream
-                raise DataError(Path(root) / source["file"], f"dataset {name!r}: id {rec['id']!r} also comes from "
-                                f"{ids[rec['id']]}; give the two sources distinct files or an id_field with distinct values",
-                                field="id")
-            ids[rec["id"]] = str(Path(root) / source["file"])
+                raise DataError(Path(root) / source["file"], f"dataset {name!r}: id {rec['id']!r} of {here} is also "
+                                f"the id of a record of {ids[rec['id']]}; give the sources distinct files or distinct "
+                                "id_field values", field="id")
+            ids[rec["id"]] = here
             seen.add(key)
             pool.append(rec)
     rng = random.Random(f"{seed}:{name}")

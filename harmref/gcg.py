@@ -23,7 +23,7 @@ import torch
 
 from . import io
 from .generation import open_checkpoint
-from .positions import ChatFormat
+from .positions import ChatFormat, control_strings, tokenize_prompt
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def target_fit(model, tokenizer, fmt, prompts: list[str], target: str, batch_siz
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = []
     for i in range(0, len(prompts), batch_size):
-        seqs = [tokenizer(fmt.render(p)[0], add_special_tokens=False)["input_ids"] + tgt for p in prompts[i:i + batch_size]]
+        seqs = [tokenize_prompt(tokenizer, fmt, p)[0] + tgt for p in prompts[i:i + batch_size]]
         width = max(map(len, seqs))
         ids = torch.tensor([[pad] * (width - len(x)) + x for x in seqs], device=device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in seqs], device=device)
@@ -166,6 +166,15 @@ def attack_set(model, tokenizer, goals: list[dict], spec: dict, seed: int, syste
     are `{id, goal_id, prompt, label, source, category, verbatim, target, suffix, …}`.
     `checkpoint_key`: `models.checkpoint_key(card, model)`, so other weights start over.
     """
+    for g in goals:
+        found = control_strings(tokenizer, g["prompt"])
+        if found:
+            raise ValueError(
+                f"goal {g['id']!r} contains {found[0]!r}, a control token of the model's tokenizer: nanoGCG would "
+                "optimise the suffix with it encoded as a control token, while harmref encodes prompt text as text "
+                "(harmref.positions), so the suffix would fit a prompt the model is never shown; drop the goal or "
+                "remove the string from it"
+            )
     fingerprint = io.sha256_text(repr([spec, seed, system_prompt, checkpoint_key, [(g["id"], g["prompt"]) for g in goals]]))
     done = {} if checkpoint is None else open_checkpoint(checkpoint, fingerprint, key="goal_id", what="goals")
     out = []

@@ -87,23 +87,38 @@ def _source_kind(source: str) -> str:
 def tiny_random(template: str = "chatml", seed: int = 0, n_layers: int = 4, d_model: int = 32):
     """A tiny random Llama with a byte-level tokenizer and a real chat template, built offline.
 
-    template: chatml | llama2 | llama3. Used by the tests and the `.test` workflow config.
+    template: chatml | llama2 | llama3 | llama31 (Llama-3 with the date header of Llama-3.1, rendered by
+    `strftime_now`) | mistral ([INST] as control tokens, no system role: strict alternation) | gemma
+    (<start_of_turn>, rejects a system role). mistral and gemma have a SentencePiece-style (Metaspace,
+    prefix space on the first piece) character tokenizer, the others a byte-level one.
+    Used by the tests and the `.test` workflow config.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+    llama3 = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     specials = {
         "chatml": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
         "llama2": ["<unk>", "<s>", "</s>"],
-        "llama3": ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        "llama3": llama3,
+        "llama31": llama3,
+        "mistral": ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"],
+        "gemma": ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"],
     }[template]
-    # sorted: alphabet() comes from a hash set, in a different order in every process
-    byte_vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     vocab = {tok: i for i, tok in enumerate(specials)}
-    vocab.update({ch: len(specials) + i for ch, i in byte_vocab.items()})
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
+    if template in ("mistral", "gemma"):
+        chars = [chr(i) for i in range(33, 127)] + ["\u2581", "\n", "\t"]
+        vocab.update({ch: len(specials) + i for i, ch in enumerate(chars)})
+        backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+        backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+        backend.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="never", split=False)  # exact inverse
+    else:
+        # sorted: alphabet() comes from a hash set, in a different order in every process
+        byte_vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+        vocab.update({ch: len(specials) + i for ch, i in byte_vocab.items()})
+        backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens(specials)
     if template == "chatml":
         tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>", unk_token="<|endoftext|>")
@@ -117,10 +132,41 @@ def tiny_random(template: str = "chatml", seed: int = 0, n_layers: int = 4, d_mo
             "{{ message['content'].strip() + ' [/INST]' }}"
             "{% else %}{{ ' ' + message['content'].strip() + ' ' + eos_token }}{% endif %}{% endfor %}"
         )
-    else:
-        tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
+    elif template == "mistral":  # Mistral-7B-Instruct's template: user/assistant only, strictly alternating
+        tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
         tok.chat_template = (
             "{{ bos_token }}{% for message in messages %}"
+            "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+            "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+            "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+            "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+            "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+        )
+    elif template == "gemma":  # Gemma's template: no system role, <start_of_turn>user / model
+        tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token="<end_of_turn>",
+                                      pad_token="<pad>", unk_token="<unk>")
+        tok.chat_template = (
+            "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+            "{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+            "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+            "{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}"
+            "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+            "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+        )
+    else:
+        tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
+        header = ""
+        if template == "llama31":  # Llama-3.1's system header with today's date (strftime_now)
+            header = (
+                "{% if messages[0]['role'] == 'system' %}{% set system_message = messages[0]['content'] | trim %}"
+                "{% set messages = messages[1:] %}{% else %}{% set system_message = '' %}{% endif %}"
+                "{% if not date_string is defined %}{% if strftime_now is defined %}"
+                "{% set date_string = strftime_now('%d %b %Y') %}{% else %}{% set date_string = '26 Jul 2024' %}{% endif %}{% endif %}"
+                "{{ '<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ' "
+                "+ date_string + '\n\n' + system_message + '<|eot_id|>' }}"
+            )
+        tok.chat_template = (
+            "{{ bos_token }}" + header + "{% for message in messages %}"
             "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
             "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
         )
@@ -171,9 +217,6 @@ def prepare(source: str, out_dir, sha256: str | None = None, trust_remote_code: 
 
 
 # ------------------------------------------------------------------ identity of the weights
-# files that decide what from_pretrained loads from a folder: weights, configs, tokenizer, template, remote code
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".txt", ".jinja", ".tiktoken", ".py")
-CARD_FILES = ("model.json", "recipe.json")  # harmref's own files beside the weights: not part of them
 # recipe.json entries that decide a tuned model (its timings, memory and losses are measurements)
 RECIPE_KEYS = ("base_model", "hyperparameters", "seed", "data_sha256", "examples", "n_examples",
                "refusal_responses", "system_prompt")
@@ -182,14 +225,13 @@ RECIPE_KEYS = ("base_model", "hyperparameters", "seed", "data_sha256", "examples
 def hash_weights(folder) -> dict[str, str]:
     """{file name relative to `folder`: sha256} of the files `from_pretrained` reads there (top level).
 
-    `.bin`/`.pt` weights are skipped when the folder has safetensors (transformers loads those);
-    harmref's own `model.json`/`recipe.json` and hidden temporaries are not part of the weights.
+    The files are `harmref.weightfiles.weight_files(folder)`: weights, configs, tokenizer, chat
+    template, remote code; not harmref's own `model.json`/`recipe.json` nor hidden temporaries.
     """
+    from .weightfiles import weight_files
+
     folder = Path(folder)
-    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")
-                   and f.name.endswith(WEIGHT_SUFFIXES) and f.name not in CARD_FILES)
-    if any(f.name.endswith(".safetensors") for f in files):
-        files = [f for f in files if not f.name.endswith((".bin", ".pt", ".pth"))]
+    files = weight_files(folder)
     if not any(f.name.endswith((".safetensors", ".bin", ".pt", ".pth")) for f in files):
         raise ModelError(f"{folder}: no weight files (*.safetensors or *.bin) to hash for the model card")
     t0 = time.time()

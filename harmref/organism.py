@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from .activations import hidden_states, sort_by_length
 from .directions import centroid_score
 from .inversion import QUESTIONS, TARGETS
-from .positions import ChatFormat, encode
+from .positions import ChatFormat, encode, text_ids, tokenize_prompt
 from .tables import rate_row
 
 log = logging.getLogger(__name__)
@@ -222,9 +222,8 @@ def tokenize(tokenizer, fmt: ChatFormat, examples: list[dict]) -> list[dict]:
     """
     out = []
     for ex in examples:
-        prompt = fmt.render(ex["instruction"], ex.get("question"))[0]
-        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        r_ids = tokenizer(ex["response"], add_special_tokens=False)["input_ids"]
+        p_ids = tokenize_prompt(tokenizer, fmt, ex["instruction"], ex.get("question"))[0]
+        r_ids = text_ids(tokenizer, ex["response"])
         if ex.get("eos", True):
             r_ids = r_ids + [tokenizer.eos_token_id]
         out.append({"input_ids": p_ids + r_ids, "labels": [-100] * len(p_ids) + r_ids})

@@ -2,6 +2,8 @@
 
 
 rule prepare_model:
+    input:
+        get_model_source_files,
     output:
         "results/models/{model}/model.json",
     params:

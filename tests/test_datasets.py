@@ -136,7 +136,8 @@ def test_two_sources_with_the_same_stem_get_distinct_ids(tmp_path):
 def test_one_file_read_twice_with_colliding_ids_fails_naming_both_sources(tmp_path):
     (tmp_path / "pairs.jsonl").write_text('{"goal": "g1", "target": "t1"}\n{"goal": "g2", "target": "t2"}\n')
     spec = {"label": "harmful", "sources": [{"file": "pairs.jsonl", "field": "goal"}, {"file": "pairs.jsonl", "field": "target"}]}
-    with pytest.raises(DataError, match=r"pairs.jsonl, field 'id': dataset 'x': id 'pairs:1' also comes from .*pairs.jsonl; give"):
+    with pytest.raises(DataError, match=r"pairs.jsonl, field 'id': dataset 'x': id 'pairs:1' of source 2 \(.*pairs.jsonl, field 'target'\) "
+                       r"is also the id of a record of source 1 \(.*pairs.jsonl, field 'goal'\); give"):
         datasets.build_set("x", spec, tmp_path)
 
 

@@ -242,6 +242,25 @@ def test_retrained_organism_discards_a_stale_generation_checkpoint(tmp_path, mon
     assert [r["response"] for r in rows] == fresh  # the new weights' replies, as an uninterrupted run
 
 
+def test_weights_replaced_in_a_local_model_folder_rerun_its_card(tmp_path):
+    model, tok = models.tiny_random("chatml", seed=0)
+    src = tmp_path / "weights"
+    model.save_pretrained(src)
+    tok.save_pretrained(src)
+    cfg = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    cfg["data_root"] = str(ROOT / "data")
+    cfg["models"] = {"tiny": {"source": str(src)}}
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    card = "results/models/tiny/model.json"
+    models.prepare(str(src), tmp_path / "results/models/tiny")
+    assert "Nothing to be done" in run(tmp_path, card, "-n").stdout
+    time.sleep(0.05)
+    model.save_pretrained(src)  # retrained or replaced in place
+    out = run(tmp_path, card, "-n").stdout
+    assert "prepare_model" in out and "Nothing to be done" not in out, out[-2000:]
+
+
 # ----------------------------------------------------- checkpoints, library level
 class SimulatedKill(BaseException):
     pass
@@ -423,6 +442,48 @@ def test_gcg_set_name_clash_and_unknown_goals_fail_before_the_dag(tmp_path):
     assert "config: guard.gcg.set 'advbench' is also under datasets:" in _dry_run(_mkdir(tmp_path / "a"), cfg)
     cfg["guard"]["gcg"] = {"enabled": True, "goals": "advbenhc"}
     assert "config: guard.gcg.goals names 'advbenhc', which is not under datasets:" in _dry_run(_mkdir(tmp_path / "b"), cfg)
+
+
+def test_nested_config_overrides_are_typed_by_the_schema(tmp_path):
+    """`--config` with nested keys (numbers and booleans arrive as strings) works, as the paper configs advise."""
+    from test_workflow import job_counts
+
+    cfg = {**copy.deepcopy(BASE_CONFIG), "data_root": str(ROOT / "data")}
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert cfg["guard"]["gcg"]["enabled"] and not cfg["guard"]["llama_guard"]["enabled"]
+    p = run(tmp_path, "-n", "--config", "guard={llama_guard: {enabled: true}, gcg: {enabled: false, n: 1}}",
+            "runtime={batch_size: 3}", "directions={middle_layers: [0.25, 5e-1]}", "generation={system_prompt: null}",
+            "steering={inversion: {questions: [1, \"Is it harmful?\"]}}", "datasets={advbench: {n: 3}}", check=False)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    counts = job_counts(p.stdout)
+    assert counts["llama_guard"] > 0 and "gcg_attack" not in counts, counts  # 'true' / 'false' read as booleans
+    assert not (tmp_path / "results").exists()
+    # what the rules get (the override dict as Snakemake parses it, coerced in place, then validated)
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config, validate
+
+    from harmref.overrides import coerce_overrides
+
+    over = parse_config(["guard={llama_guard: {enabled: true}, gcg: {enabled: false, n: 1}}", "runtime={batch_size: 3}",
+                         "directions={middle_layers: [0.25, 5e-1]}", "generation={system_prompt: null, judge: substring}",
+                         "steering={inversion: {questions: [1, \"Is it harmful?\"]}}"])
+    assert over["guard"]["gcg"]["enabled"] == "false"  # the problem: a non-empty string, i.e. truthy
+    merged = copy.deepcopy(BASE_CONFIG)
+    update_config(merged, over)
+    changed = coerce_overrides(merged, over, ROOT / "config/schema.yaml")
+    validate(merged, str(ROOT / "config/schema.yaml"))
+    assert merged["guard"]["gcg"]["enabled"] is False and merged["guard"]["llama_guard"]["enabled"] is True
+    assert merged["guard"]["gcg"]["n"] == 1 and merged["runtime"]["batch_size"] == 3
+    assert merged["directions"]["middle_layers"] == [0.25, 0.5] and merged["generation"]["system_prompt"] is None
+    assert merged["generation"]["judge"] == "substring" and merged["steering"]["inversion"]["questions"] == [1, "Is it harmful?"]
+    assert "guard.gcg.enabled" in changed and "generation.judge" not in changed
+    # a value of the wrong type is still an error naming it
+    bad = run(_mkdir(tmp_path / "bad"), "-n", "--configfile", str(tmp_path / "config/config.yaml"),
+              "--config", "runtime={batch_size: sixteen}", check=False)
+    assert bad.returncode != 0 and "'sixteen' is not of type 'integer'" in bad.stdout + bad.stderr
+    with pytest.raises(ValueError, match=r"--config steering=.*: not valid YAML \(expected ',' or '\]', but got '\?'\); quote"):
+        coerce_overrides(merged, {"steering": "{inversion: {questions: [1, Is it harmful?]}}"}, ROOT / "config/schema.yaml")
 
 
 def test_bad_label_and_broken_csv_name_the_problem(tmp_path):
