@@ -4,6 +4,11 @@ import re
 
 from snakemake.utils import validate
 
+from harmref.overrides import coerce_overrides
+
+# `--config` delivers the numbers and booleans inside a nested value as strings ('guard={llama_guard:
+# {enabled: false}}' gives enabled: 'false'): read them as YAML would where the schema's type allows it
+coerce_overrides(config, workflow.config_settings.config, os.path.join(workflow.basedir, "config", "schema.yaml"))
 
 validate(config, "../config/schema.yaml")
 
