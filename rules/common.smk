@@ -75,6 +75,17 @@ def get_model_card(wildcards):
     return model_card(wildcards.model)
 
 
+def get_model_source_files(wildcards):
+    """A local model folder's weight/config/tokenizer files, or a .gguf file: inputs of its card, so
+    weights replaced in place rerun prepare_model (a new identity) and everything that used them."""
+    from harmref.weightfiles import weight_files
+
+    src = MODELS[wildcards.model]["source"]
+    if os.path.isdir(src):
+        return [str(f) for f in weight_files(src)]
+    return [src] if src.endswith(".gguf") and os.path.isfile(src) else []
+
+
 def get_dataset_files(wildcards):
     root = config["data_root"]
     return [os.path.join(root, s["file"]) for s in DATASETS[wildcards.dataset]["sources"]]
