@@ -196,4 +196,6 @@ def belief_vs_behaviour(rows: list[dict] | pd.DataFrame, model: str) -> pd.DataF
                         for name, col in (("dh", "dh_reads_harmful"), ("dr", "dr_reads_refuse")):
                             row.update({f"{name}_{k}": v for k, v in _agreement(sub, col, stated[mask]).items()})
                     out.append(row)
-    return pd.DataFrame(out)
+    t = pd.DataFrame(out)
+    counts = [c for c in t.columns if c.endswith(("_k", "_n_scored"))]
+    return t.astype({c: "Int64" for c in counts})  # counts stay integers next to the invalid-reply rows' blanks

@@ -280,6 +280,11 @@ def belief_figure(table, rows, model: str, threshold: float = 0.0):
                 x = [i + (k - 0.5) * 0.38 for i in range(len(groups))]
                 ax.bar(x, vals, 0.38, yerr=[lo, hi], capsize=3, color=color,
                        label="agrees with the stated belief" if what == "belief" else "agrees with the behaviour")
+                for xi, v, g in zip(x, vals, groups):
+                    if v == v:
+                        row = tq.loc[g]
+                        ax.text(xi, 2, f"{int(row[f'{name}_{what}_k'])}/{int(row[f'{name}_n_scored'])}",
+                                ha="center", fontsize=6, color="white")
             ax.axvline(1.5, color="black", lw=0.8, ls=":")
             ax.set_xticks(range(len(groups)), labels, fontsize=7)
             ax.set_ylim(0, 105)

@@ -19,7 +19,9 @@ rule stated_belief:
         threshold=config["guard"]["threshold"],
     log:
         "logs/stated_belief/{model}.log",
-    threads: 2  # torch threads (Snakemake sets OMP_NUM_THREADS to this; 1 without it)
+    benchmark:
+        "results/benchmarks/stated_belief/{model}.tsv"
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=8000,
