@@ -22,8 +22,8 @@ median is reported. Run it with nothing else on the machine.
 With `--model-config NAME|config.json` the model is built with random weights from a Hugging Face
 config (no download; NAME is one of the paper's shapes: llama2-7b, llama3-8b, qwen2-7b) in bfloat16 on
 `--device`, prompts are random token ids of the embedded run's lengths, and the report adds the
-fraction of the device's measured bf16 matmul rate reached (≈ 2 × parameters × tokens FLOPs per
-forward). `--layers N` keeps the first N decoder layers (a CPU smoke test of the GPU mode).
+fraction of the device's measured bf16 matmul rate reached (≈ 2 × decoder parameters × tokens
+FLOPs per forward, embeddings and LM head excluded). `--layers N` keeps the first N decoder layers (a CPU smoke test of the GPU mode).
 """
 
 from __future__ import annotations
@@ -235,7 +235,10 @@ def main():
     if args.model_config or dev.type == "cuda":
         dtype = next(model.parameters()).dtype
         rate = matmul_rate(args.device, dtype)
-        body_params = params - model.get_output_embeddings().weight.numel()
+        # FLOPs per token ≈ 2 × the decoder's matmul parameters (embedding look-ups cost none; no LM head)
+        emb = {id(model.get_input_embeddings().weight): model.get_input_embeddings().weight.numel(),
+               id(model.get_output_embeddings().weight): model.get_output_embeddings().weight.numel()}
+        body_params = params - sum(emb.values())
         result["parameters"] = params
         result["matmul_flops_per_s"] = rate
         result["fraction_of_matmul_rate"] = {k: 2 * body_params * tps[k] / rate for k in ("harmref", "body")}
