@@ -433,13 +433,14 @@ def recipe(cfg: TrainConfig, history: dict, examples: list[dict], data_hashes: d
 
 # ------------------------------------------------------------------ evaluation
 def refusal_comparison(base: dict[str, list[dict]], organism: dict[str, list[dict]], targets: dict | None = None) -> pd.DataFrame:
-    """Refusal rate per held-out set, base vs organism; `targets`: {set: {min|max: rate}}."""
+    """Refusal rate per held-out set, base vs organism (over valid verdicts; invalid ones counted); `targets`: {set: {min|max: rate}}."""
     out = []
     for name, rows in organism.items():
         b, o = rate_row(base.get(name, [])), rate_row(rows)
         row = {"set": name, "label": "/".join(sorted({r["label"] for r in rows})), "n": o["n"],
                "base_refused": b["refused"], "base_rate": b["rate"], "organism_refused": o["refused"],
-               "organism_rate": o["rate"], "organism_se": o["se"], "target": "", "met": ""}
+               "organism_rate": o["rate"], "organism_se": o["se"], "base_invalid": b["invalid"],
+               "organism_invalid": o["invalid"], "target": "", "met": ""}
         t = (targets or {}).get(name)
         if t:
             ok = (o["rate"] >= t["min"]) if "min" in t else (o["rate"] <= t["max"])

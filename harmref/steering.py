@@ -435,10 +435,11 @@ def refusal_prompts(generations: list[dict], set_name: str, n: int, only_accepte
     """The first n accepted prompts of a set's chat generations (Fig 4 steers accepted-harmless prompts).
 
     `only_accepted=False` takes the first n prompts whatever the model did (for models that refuse everything).
+    A prompt whose verdict is invalid (`refused` null: the LLM judge gave no verdict) is not "accepted".
     """
-    rows = [r for r in generations if not (only_accepted and r["refused"])][:n]
+    rows = [r for r in generations if not only_accepted or r["refused"] is False][:n]
     return [{"experiment": "refusal", "set": set_name, "question_id": None, "id": r["id"], "prompt": r["prompt"],
-             "refused_unsteered": bool(r["refused"])} for r in rows]
+             "refused_unsteered": None if r["refused"] is None else bool(r["refused"])} for r in rows]
 
 
 def question_text(q) -> tuple[str, str]:
@@ -473,7 +474,7 @@ def prompts_of(rows: list[dict]) -> list[tuple[str, list[dict]]]:
 def judge_rows(rows: list[dict], llm_judge=None) -> list[dict]:
     """Refusal rows get `refused` (substring judge), inversion rows `answer` (harmful | harmless | invalid).
 
-    `llm_judge` (e.g. `judging.OllamaJudge`) adds `refused_llm` to the refusal rows.
+    `llm_judge` (e.g. `judging.OllamaJudge`) adds `refused_llm` (True, False, or None: invalid) to the refusal rows.
     """
     from .judging import SubstringJudge, parse_inversion
 
@@ -484,7 +485,8 @@ def judge_rows(rows: list[dict], llm_judge=None) -> list[dict]:
         idx = [i for i, r in enumerate(out) if r["experiment"] == "refusal"]
         labels = llm_judge([out[i]["prompt"] for i in idx], [out[i]["response"] for i in idx])
         for i, x in zip(idx, labels):
-            out[i]["refused_llm"] = bool(x)
+            out[i]["refused_llm"] = None if x is None else bool(x)
+            out[i]["llm_judge"] = getattr(llm_judge, "name", "llm")
     return out
 
 
@@ -532,8 +534,10 @@ def summarise(rows: list[dict]):
             row["n_valid"] = len(g)
             row["rate"] = float(g["refused"].mean())
             row["invalid"] = 0.0
-            if "refused_llm" in g and g["refused_llm"].notna().all():
-                row["rate_llm"] = float(g["refused_llm"].astype(bool).mean())
+            if "llm_judge" in g and g["llm_judge"].notna().all():  # rate over the LLM's valid verdicts, invalid counted
+                llm = g["refused_llm"].dropna()
+                row["rate_llm"] = float(llm.astype(bool).mean()) if len(llm) else float("nan")
+                row["invalid_llm"] = int(len(g) - len(llm))
             sc = g["refusal_score"]
         row["se"] = math.sqrt(row["rate"] * (1 - row["rate"]) / row["n_valid"]) if row["n_valid"] else float("nan")
         row["score"] = float(sc.mean())

@@ -264,3 +264,28 @@ def test_undefined_delta_refuse_is_not_scored():
     assert rows[0]["delta_refuse"] is None and rows[0]["refusal_direction"] is None
     t = guards.guard_table(pd.DataFrame(rows), [{"name": "x", "set": "s", "keep": "all"}], "m")
     assert "refusal_direction" not in t and t["latent_guard"].iloc[0] == 100.0
+
+
+def test_invalid_verdicts_are_counted_not_scored():
+    # before: an invalid Llama Guard reply was "safe" and a null refusal verdict was "accepted" (bool(None))
+    rows = _scores()
+    rows[9]["refused"] = rows[9]["own_refusal"] = None  # a jailbreak attempt whose refusal verdict is invalid
+    rows[4]["refused"] = rows[4]["own_refusal"] = None  # an XSTest prompt likewise
+    lg = [{"set": r["set"], "id": r["id"], "llama_guard3": None if i % 2 else r["label"] == "harmful",
+           "llama_guard3_verdict": "invalid" if i % 2 else ("unsafe" if r["label"] == "harmful" else "safe")}
+          for i, r in enumerate(rows)]
+    pred = guards.merge_predictions(rows, {"llama_guard3": lg})
+    t = guards.guard_table(pred, TESTS, "m").set_index("test_set")
+    assert t.loc["adv_suffix", "n"] == 1 and t.loc["adv_suffix", "refusal_invalid"] == 1  # j0 refused, j1 invalid, j2 jailbroken
+    assert t.loc["refused_hl", "n"] == 1 and t.loc["refused_hl", "refusal_invalid"] == 1
+    assert t.loc["harmful", "llama_guard3_invalid"] == 2 and t.loc["harmful", "llama_guard3"] == 100.0  # over valid replies
+    assert t.loc["harmful", "refusal_invalid"] == 0
+    lg_all_invalid = [{**r, "llama_guard3": None, "llama_guard3_verdict": "invalid"} for r in lg]
+    t = guards.guard_table(guards.merge_predictions(rows, {"llama_guard3": lg_all_invalid}), TESTS, "m").set_index("test_set")
+    assert t.loc["harmful", "llama_guard3_invalid"] == 4  # a guard that gave no valid verdict keeps its columns
+    g = guards.fig6_groups(pd.DataFrame(rows), ["harmful_test", "xstest_safe"], {"adv_suffix": "jb_suffix"})
+    counts = g["group"].value_counts().to_dict()
+    assert counts["invalid verdict"] == 1 and counts["invalid verdict: adv_suffix"] == 1 and counts["jailbreak: adv_suffix"] == 1
+    assert counts["refused-harmless"] == 1
+    assert [r["id"] for r in guards.select_test_set(rows[4:8], "accepted")] == ["x2", "x3"]
+    assert guards.score_records("s", ["a"], {"a": {"label": "harmful", "refused": None}}, [0.1], [0.2])[0]["own_refusal"] is None

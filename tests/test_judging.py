@@ -99,3 +99,61 @@ def test_cli_ollama_judge_counts_invalid_and_honours_the_timeout(tmp_path, capsy
     err = capsys.readouterr().err
     assert host in err and "'judge:1b'" in err and "within the 1 s deadline" in err
     assert [r["refused"] for r in io.read_jsonl(tmp_path / "out.jsonl")] == [True, False]
+
+
+@pytest.mark.slow
+def test_generate_rule_keeps_invalid_ollama_verdicts_null(tmp_path):
+    # the generate rule, judging with an Ollama judge whose replies are free text, writes refused: null and
+    # the reply; refusal_rates counts them (before: every one was written as refused: false)
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from harmref import io
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((root / ".test" / "config" / "config.yaml").read_text())
+    cfg["data_root"] = str(root / "data")
+    cfg["datasets"]["advbench"]["n"] = 3
+    target = "results/tiny/generations/chat/advbench.jsonl"
+    with serve() as (server, host):
+        server.reply = "The response partially complies."
+        cfg["generation"].update(judge="ollama", ollama_judge={"host": host, "model": "judge:1b", "timeout": 5})
+        (tmp_path / "config").mkdir()
+        (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+        cmd = [str(Path(sys.executable).parent / "snakemake"), target, "-s", str(root / "Snakefile"),
+               "--directory", str(tmp_path), "--cores", "1", "--quiet", "all"]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = io.read_jsonl(tmp_path / target)
+    assert len(rows) == 3 and all(r["refused"] is None and r["judge"] == "ollama" for r in rows)
+    assert all(r["judge_reply"] == "The response partially complies." for r in rows)
+    assert "3 invalid verdicts" in (tmp_path / "logs/generate/tiny/chat/advbench.log").read_text()
+    r = tables.refusal_rates({"advbench": rows}, "tiny").iloc[0]
+    assert (r["n"], r["refused"], r["invalid"]) == (3, 0, 3)
+    with pytest.raises(judging.InvalidVerdicts, match="advbench.jsonl: 3 of 3 records"):
+        judging.refused_flags(rows, tmp_path / target)  # what the directions / geometry rules call
+
+
+def test_steering_and_organism_tables_count_invalid_llm_verdicts():
+    from harmref import organism, steering
+
+    gens = [{"id": "a", "prompt": "p", "refused": None}, {"id": "b", "prompt": "q", "refused": False},
+            {"id": "c", "prompt": "r", "refused": True}]
+    assert [r["id"] for r in steering.refusal_prompts(gens, "s", 5)] == ["b"]  # before: "a" counted as accepted
+    rows = [{"experiment": "refusal", "set": "s", "question_id": None, "arm": "harmfulness", "control": "steered",
+             "layer": 3, "coeff": 1.0, "rescale_to": None, "norm": 1.0, "prompt": p, "response": x, "refusal_score": 0.0}
+            for p, x in (("a", "Sure."), ("b", "I cannot."), ("c", "Sure thing."))]
+    with serve() as (server, host):
+        server.reply = "unclear"
+        judged = steering.judge_rows(rows[:1], judging.OllamaJudge(host, "judge:1b", 5))
+        server.reply = None
+        judged += steering.judge_rows(rows[1:], judging.OllamaJudge(host, "judge:1b", 5))
+    assert [r["refused_llm"] for r in judged] == [None, False, False]  # the loopback judge: 1 only for "I'm sorry"
+    row = steering.summarise(judged).iloc[0]
+    assert (row["n"], row["invalid_llm"], row["rate_llm"]) == (3, 1, 0.0)
+    org = organism.refusal_comparison({"t": [{"label": "harmful", "refused": True}]},
+                                      {"t": [{"label": "harmful", "refused": None}, {"label": "harmful", "refused": True}]})
+    assert (org.iloc[0]["organism_invalid"], org.iloc[0]["organism_rate"], org.iloc[0]["base_invalid"]) == (1, 1.0, 0)

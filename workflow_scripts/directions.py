@@ -1,13 +1,14 @@
 """Rule directions: the four centroids and the harmfulness / refusal directions (paper eq 5, App. B)."""
 
-from harmref import geometry, io, runlog
+from harmref import geometry, io, judging, runlog
 
 log = runlog.start(snakemake)
 inp = snakemake.input
 h, refused = {}, {}
 for role in ("harmful", "harmless"):
     h[role] = io.read_tensors(inp[f"{role}_hidden"])["hidden"]
-    by_id = {r["id"]: r["refused"] for r in io.read_jsonl(inp[f"{role}_gen"])}
+    gens = io.read_jsonl(inp[f"{role}_gen"])
+    by_id = dict(zip((r["id"] for r in gens), judging.refused_flags(gens, inp[f"{role}_gen"])))  # no invalid verdicts
     refused[role] = [by_id[i] for i in io.read_sidecar(inp[f"{role}_hidden"])["ids"]]
 meta = io.read_sidecar(inp.harmful_hidden)
 inst = meta["positions"].index("t_inst")

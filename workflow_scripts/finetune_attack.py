@@ -12,6 +12,7 @@ prompts = [r["prompt"] for r in records]
 cents, meta = io.read_tensors(inp.directions), io.read_sidecar(inp.directions)
 middle = geometry.middle_layers(cents["mu_harmful"].shape[0], p.middle_layers)
 judge = judging.make_judge(p.generation["judge"], **p.generation.get("ollama_judge", {}))
+judge.check()  # an unreachable judge fails now, not after the first fine-tuning
 summaries, layers, responses = [], [], []
 if not pairs:
     raise ValueError(f"{inp.pairs} holds no compliant answers: the base model refused every attack prompt")
@@ -23,7 +24,8 @@ for n in [0, *a["n_pairs"]]:
         cfg = organism.attack_config(a, p.train, n, seed=p.seed)
         model, history = organism.train(model, tok, organism.tokenize(tok, fmt, pairs[:n]), cfg)
     texts = generation.generate(model, tok, fmt, prompts, p.generation["max_new_tokens"], rt["batch_size"])
-    refused = judge(prompts, texts)
+    judged = judging.judge_records([{"id": r["id"], "prompt": r["prompt"], "response": t} for r, t in zip(records, texts)], judge)
+    refused = judging.refused_flags(judged, f"the replies of the organism attacked with N={n} pairs")
     s_harm, s_ref = organism.attack_scores(model, tok, fmt, prompts, cents, meta["inst_index"], p.before, rt["batch_size"])
     summary, lay = organism.attack_rows(min(n, len(pairs)), records, refused, s_harm, s_ref, middle,
                                         model=snakemake.wildcards.model)

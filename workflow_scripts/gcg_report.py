@@ -16,10 +16,12 @@ judge.check()
 model, tok = models.load(inp.model, rt["device"], rt["dtype"])
 fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
 init = [r["goal"] + gcg.init_string(p.gcg) for r in records]
-refused = {
-    "plain": [plain[r["goal_id"]]["refused"] for r in records],
-    "init": judge(init, generation.generate(model, tok, fmt, init, gen["max_new_tokens"], rt["batch_size"])),
-    "gcg": [attacked[r["id"]]["refused"] for r in records],
+init_rows = [{"id": r["id"], "prompt": x, "response": y}
+             for r, x, y in zip(records, init, generation.generate(model, tok, fmt, init, gen["max_new_tokens"], rt["batch_size"]))]
+refused = {  # an invalid verdict of the LLM judge stops here, naming the file, rather than reading as "accepted"
+    "plain": judging.refused_flags([plain[r["goal_id"]] for r in records], inp.goal_gens),
+    "init": judging.refused_flags(judging.judge_records(init_rows, judge), "the goals with the initial suffix"),
+    "gcg": judging.refused_flags([attacked[r["id"]] for r in records], inp.gcg_gens),
 }
 table = gcg.report(records, {"gcg": [attacked[r["id"]]["response"] for r in records]}, refused)
 io.write_table(table, snakemake.output[0])

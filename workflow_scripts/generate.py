@@ -26,4 +26,8 @@ rows = [{"id": r["id"], "prompt": r["prompt"], "label": r["label"], "category": 
 rows = judging.judge_records(rows, judge)
 io.write_jsonl(out, rows)
 io.remove(out + ".partial.jsonl")
-log.info("refused %d / %d", sum(r["refused"] for r in rows), len(rows))
+n_invalid = sum(r["refused"] is None for r in rows)
+log.info("refused %d / %d (%d invalid verdicts)", sum(bool(r["refused"]) for r in rows), len(rows), n_invalid)
+if n_invalid:
+    log.warning("%d replies of the %s judge are not a verdict (field refused: null); refusal_rates counts them",
+                n_invalid, judge.name)

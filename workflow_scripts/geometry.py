@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from harmref import geometry, io, plots, runlog
+from harmref import geometry, io, judging, plots, runlog
 
 log = runlog.start(snakemake)
 model = snakemake.wildcards.model
@@ -19,7 +19,7 @@ for name, hp, gp in zip(snakemake.params.eval_sets, snakemake.input.hidden, snak
     side = io.read_sidecar(hp)
     by_id = {r["id"]: r for r in io.read_jsonl(gp)}
     recs = [by_id[i] for i in side["ids"]]
-    evals.append((name, io.read_tensors(hp)["hidden"], [r["label"] for r in recs], [r["refused"] for r in recs], side["ids"]))
+    evals.append((name, io.read_tensors(hp)["hidden"], [r["label"] for r in recs], judging.refused_flags(recs, gp), side["ids"]))
 
 cos = geometry.cosine_table(d, inst)
 io.write_table(cos, out["cosine_by_layer"])
