@@ -37,7 +37,7 @@ def coerce_overrides(config: dict, overrides: Mapping, schema) -> list[str]:
         sub = _resolve(_child(schema, key, schema), schema)
         if isinstance(value, str) and value.lstrip()[:1] in ("{", "[") and _types(sub) & {"object", "array"}:
             try:  # Snakemake keeps a value it cannot parse as one string; the schema would only say "not an object"
-                yaml.load(value, Loader=yaml.BaseLoader)
+                yaml.safe_load(value)  # a syntax error is the same for every loader
             except yaml.YAMLError as e:
                 problem = str(getattr(e, "problem", None) or e).strip()
                 raise ValueError(f"--config {key}={value}: not valid YAML ({problem}); "
