@@ -87,7 +87,7 @@ def check_stated_belief(workdir, model="tiny"):
     tables = workdir / "results" / model / "tables"
     per_prompt = pd.read_csv(tables / "stated_belief.csv")
     beliefs = pd.read_csv(tables / "beliefs.csv")
-    questions = config["steering"]["inversion"]["questions"]
+    questions = config.get("belief", {}).get("questions") or config["steering"]["inversion"]["questions"]
     assert len(per_prompt) == len(beliefs) * len(questions) and set(per_prompt["set"]) == set(config["directions"]["eval_sets"])
     merged = per_prompt.merge(beliefs, on=["set", "id"], suffixes=("", "_geometry"))
     assert len(merged) == len(per_prompt)
