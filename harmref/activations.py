@@ -21,15 +21,23 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def capture(model, batch, columns: torch.Tensor) -> torch.Tensor:
     """Hidden states of one encoded batch at `columns` [b, p] → [b, L+1, p, d] (float32, CPU)."""
+    from .models import input_device
+
     n_layers = len(decoder_layers(model))
     store: list[torch.Tensor | None] = [None] * (n_layers + 1)
-    device = next(model.parameters()).device
-    cols = columns.to(device)
-    idx = torch.arange(cols.shape[0], device=device)[:, None]
+    device = input_device(model)
+    index = {}  # (rows, columns) on each device the layers live on (a split model has several)
+
+    def at(h):
+        if h.device not in index:
+            cols = columns.to(h.device)
+            index[h.device] = (torch.arange(cols.shape[0], device=h.device)[:, None], cols)
+        return index[h.device]
 
     def grab(slot):
         def fn(h):
-            store[slot] = h[idx, cols].float().cpu()
+            idx, cols = at(h)
+            store[slot] = h[idx, cols]  # stays on its device until the batch is done
 
         return fn
 
@@ -39,7 +47,8 @@ def capture(model, batch, columns: torch.Tensor) -> torch.Tensor:
     with add_hooks(model, hooks):
         # the decoder stack alone: the LM head's logits (vocab × seq × batch) are never read
         body(model)(**batch.model_inputs(), use_cache=False)
-    return torch.stack(store, dim=1)
+    # one copy to the host per batch (per device of a split model), not one per layer
+    return torch.stack([h.to(device) for h in store], dim=1).to("cpu", torch.float32)
 
 
 def body(model):

@@ -60,7 +60,9 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 @torch.no_grad()
 def _first_logprobs(model, batch) -> torch.Tensor:
     """log-softmax of the raw logits at the last prompt position, one forward pass: [b, vocab] float32 CPU."""
-    device = next(model.parameters()).device
+    from .models import input_device
+
+    device = input_device(model)
     b = batch.to(device)
     # position ids from the mask, as `generate` builds them for its prefill (left padding)
     position_ids = (b.attention_mask.cumsum(-1) - 1).clamp(min=0)

@@ -74,7 +74,9 @@ def target_fit(model, tokenizer, fmt, prompts: list[str], target: str, batch_siz
     in pieces, as nanoGCG does), and the target tokens are teacher-forced after it.
     """
     tgt = tokenizer(target, add_special_tokens=False)["input_ids"]
-    device = next(model.parameters()).device
+    from .models import input_device
+
+    device = input_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = []
     for i in range(0, len(prompts), batch_size):

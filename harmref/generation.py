@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def generate_batch(model, tokenizer, batch, max_new_tokens: int, hooks_cm=None) -> list[str]:
     """Greedy continuations of one encoded batch, decoded without special tokens."""
-    device = next(model.parameters()).device
+    from .models import input_device
+
+    device = input_device(model)
     b = batch.to(device)
     with hooks_cm if hooks_cm is not None else contextlib.nullcontext():
         out = model.generate(

@@ -352,8 +352,28 @@ def read_card(card_path) -> dict:
         raise DataError(card_path, "model card not found (run the prepare_model rule)") from None
 
 
-def load(card_or_path, device: str = "auto", dtype: str = "auto", trust_remote_code: bool | None = None):
-    """Load (model, tokenizer) from a model card, a directory or an HF id; eval mode, left padding."""
+def resolve_device_map(device_map, device: torch.device):
+    """`auto` → accelerate's automatic placement on CUDA, none on the CPU; `none` → one device; a dict as given."""
+    if isinstance(device_map, dict):
+        return device_map
+    if device_map in (None, "none"):
+        return None
+    if device_map == "auto":
+        return "auto" if device.type == "cuda" else None
+    if device_map in ("balanced", "balanced_low_0", "sequential"):
+        return device_map
+    raise ModelError(f"unknown device_map {device_map!r} (expected auto, none, balanced, balanced_low_0, sequential or a dict)")
+
+
+def load(card_or_path, device: str = "auto", dtype: str = "auto", trust_remote_code: bool | None = None,
+         device_map=None, max_memory: dict | None = None, offload_folder=None):
+    """Load (model, tokenizer) from a model card, a directory or an HF id; eval mode, left padding.
+
+    `device_map` (runtime.device_map): `auto` spreads the layers over the visible GPUs with accelerate
+    (`max_memory` caps each device, e.g. {0: "20GiB", "cpu": "60GiB"}); `none` or a CPU run puts the
+    whole model on `device`; a dict places modules explicitly ({"model.layers.0": 0, …}). Modules placed
+    on "disk" (or beyond `max_memory`) are offloaded to `offload_folder` and streamed in by accelerate.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = str(card_or_path)
@@ -362,15 +382,34 @@ def load(card_or_path, device: str = "auto", dtype: str = "auto", trust_remote_c
         trust_remote_code = bool(card.get("trust_remote_code", False))
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    placement = resolve_device_map(device_map, dev)
     t0 = time.time()
     tok = AutoTokenizer.from_pretrained(card["path"], trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(card["path"], dtype=dt, trust_remote_code=trust_remote_code)
-    model.to(dev).eval()
+    kwargs = {}
+    if placement is not None:
+        kwargs["device_map"] = placement
+        if max_memory:
+            kwargs["max_memory"] = {int(k) if str(k).isdigit() else k: v for k, v in max_memory.items()}
+        if offload_folder is not None:
+            kwargs["offload_folder"] = str(offload_folder)
+    model = AutoModelForCausalLM.from_pretrained(card["path"], dtype=dt, trust_remote_code=trust_remote_code, **kwargs)
+    if placement is None:
+        model.to(dev)
+    model.eval()
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    log.info("loaded %s on %s as %s in %.1f s", card["path"], dev, dt, time.time() - t0)
+    where = sorted({str(d) for d in getattr(model, "hf_device_map", {}).values()}) or [str(dev)]
+    log.info("loaded %s on %s as %s in %.1f s", card["path"], ", ".join(where), dt, time.time() - t0)
     return model, tok
+
+
+def input_device(model) -> torch.device:
+    """Where a batch goes: the device of the input embeddings (the first device of a split model)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if emb is not None and getattr(emb, "weight", None) is not None:
+        return emb.weight.device
+    return next(model.parameters()).device
 
 
 def n_layers(model) -> int:

@@ -147,7 +147,9 @@ def select_harmless(records: list[dict], n: int, scary_fraction: float = 0.5, se
 def distill(model, tokenizer, fmt: ChatFormat, instructions: list[str], max_new_tokens: int = 48,
             batch_size: int = 16, progress=None) -> list[tuple[str, bool]]:
     """The model's own greedy answers: (text, ended with end-of-turn) per instruction, in input order."""
-    device = next(model.parameters()).device
+    from .models import input_device
+
+    device = input_device(model)
     eos = tokenizer.eos_token_id
     order = sort_by_length([len(fmt.render(x)[0]) for x in instructions])
     out: list = [None] * len(instructions)
@@ -369,7 +371,9 @@ def train(model, tokenizer, data: list[dict], cfg: TrainConfig, progress=None):
         return (s + 1) / warm if s < warm else max(0.0, (cfg.steps - s) / max(1, cfg.steps - warm))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    device = next(model.parameters()).device
+    from .models import input_device
+
+    device = input_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     order = batch_order([len(x["input_ids"]) for x in data], cfg.batch_size, cfg.steps, cfg.seed, cfg.group_by_length)
     losses, tokens = [], 0

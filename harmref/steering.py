@@ -170,6 +170,12 @@ class RowSteering:
 
     def _fn(self, add: torch.Tensor | None, ablate: bool):
         seen = [0]
+        local = {}  # this hook's vectors on the device of its layer (layers of a split model live on several)
+
+        def vectors(device):
+            if device not in local:
+                local[device] = (None if add is None else add.to(device), self.direction.to(device))
+            return local[device]
 
         def fn(h):
             start, t = seen[0], h.shape[1]
@@ -177,13 +183,14 @@ class RowSteering:
             m = self._mask(start, t)
             if m is None:
                 return None
-            m = m[..., None]
+            m = m[..., None].to(h.device)
+            add_h, direction = vectors(h.device)
             out = h
             if ablate:
-                r = self.direction[:, None, :]
+                r = direction[:, None, :]
                 out = out - m * (out * r).sum(-1, keepdim=True) * r
-            if add is not None:
-                out = out + m * add[:, None, :]
+            if add_h is not None:
+                out = out + m * add_h[:, None, :]
             return out
 
         return fn
@@ -206,9 +213,11 @@ def generate_steered(model, tokenizer, batch: EncodedBatch, steers: list[Steer],
 
     Returns (new token ids [b, new] CPU, log-probabilities at the first generated position [b, vocab] float32 CPU).
     """
-    param = next(model.parameters())
-    rs = RowSteering(batch, steers, len(decoder_layers(model))).to(param.device, param.dtype)
-    b = batch.to(param.device)
+    from .models import input_device
+
+    device, dtype = input_device(model), next(model.parameters()).dtype
+    rs = RowSteering(batch, steers, len(decoder_layers(model))).to(device, dtype)
+    b = batch.to(device)
     with add_hooks(model, rs.hooks()), _first_logits(model) as first:
         out = model.generate(
             **b.model_inputs(),

@@ -5,7 +5,7 @@ from harmref import activations, datasets, io, models, positions, runlog
 log = runlog.start(snakemake)
 rt = snakemake.params.runtime
 records = datasets.load_prompts(snakemake.input.prompts, snakemake.params.normalise_endings)
-model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"])
+model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
 fmt = positions.ChatFormat.from_tokenizer(tok, snakemake.params.system_prompt)
 prompts = [r["prompt"] for r in records]
 positions.check_context(tok, fmt, prompts, models.context_length(model, tok), ids=[r["id"] for r in records],

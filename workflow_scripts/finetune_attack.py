@@ -17,7 +17,7 @@ summaries, layers, responses = [], [], []
 if not pairs:
     raise ValueError(f"{inp.pairs} holds no compliant answers: the base model refused every attack prompt")
 for n in [0, *a["n_pairs"]]:
-    model, tok = models.load(inp.organism, rt["device"], rt["dtype"])
+    model, tok = models.load(inp.organism, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
     fmt = positions.ChatFormat.from_tokenizer(tok, p.generation["system_prompt"])
     history = {}
     if n:

@@ -6,7 +6,7 @@ log = runlog.start(snakemake)
 p, rt, spec = snakemake.params, snakemake.params.runtime, snakemake.params.gcg
 out = snakemake.output[0]
 goals = datasets.load_prompts(snakemake.input.goals, p.normalise_endings)[: spec["n"]]
-model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"])
+model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
 for param in model.parameters():
     param.requires_grad_(False)  # gradients are taken w.r.t. the one-hot suffix only
 records = gcg.attack_set(

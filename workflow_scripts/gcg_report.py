@@ -13,7 +13,7 @@ if missing:
 # the one new generation: each goal with the suffix the search started from
 judge = judging.make_judge(gen["judge"], **gen.get("ollama_judge", {}))
 judge.check()
-model, tok = models.load(inp.model, rt["device"], rt["dtype"])
+model, tok = models.load(inp.model, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
 fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
 init = [r["goal"] + gcg.init_string(p.gcg) for r in records]
 init_rows = [{"id": r["id"], "prompt": x, "response": y}

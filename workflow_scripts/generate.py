@@ -8,7 +8,7 @@ out = snakemake.output[0]
 judge = judging.make_judge(gen["judge"], **gen.get("ollama_judge", {}))
 judge.check()  # an unreachable judge fails now, not after the generation
 records = datasets.load_prompts(snakemake.input.prompts, snakemake.params.normalise_endings)
-model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"])
+model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
 fmt = positions.ChatFormat.from_tokenizer(
     tok, gen["system_prompt"], post_instruction=snakemake.wildcards.template == "chat"
 )

@@ -6,7 +6,7 @@ log = runlog.start(snakemake)
 p, rt, d = snakemake.params, snakemake.params.runtime, snakemake.params.data
 harmful = datasets.load_prompts(snakemake.input.harmful, p.normalise_endings)
 harmless = datasets.load_prompts(snakemake.input.harmless, p.normalise_endings)
-model, tok = models.load(snakemake.input.base, rt["device"], rt["dtype"])
+model, tok = models.load(snakemake.input.base, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
 fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
 examples = organism.training_set(
     model, tok, fmt, harmful, harmless, judging.SubstringJudge(), n_distill=d["n_distill"],

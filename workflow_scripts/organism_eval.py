@@ -15,7 +15,7 @@ samples = [{**r, "set": Path(f).stem} for f in inp.sample_prompts
 rows, answers = [], {}
 for role in ("base", "organism"):
     name = p.names[role]
-    model, tok = models.load(inp[role], rt["device"], rt["dtype"])
+    model, tok = models.load(inp[role], rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
     fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
     for q, question in enumerate(inversion.QUESTIONS):
         for set_name, recs in inv.items():

@@ -9,7 +9,7 @@ t0 = time.time()
 log = runlog.start(snakemake)
 p, rt = snakemake.params, snakemake.params.runtime
 examples = io.read_jsonl(snakemake.input.data)
-model, tok = models.load(snakemake.input.base, rt["device"], rt["dtype"])
+model, tok = models.load(snakemake.input.base, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
 fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
 cfg = organism.TrainConfig.from_dict(p.train, seed=p.seed)
 model, history = organism.train(model, tok, organism.tokenize(tok, fmt, examples), cfg,

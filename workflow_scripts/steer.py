@@ -9,7 +9,7 @@ p, rt, experiment = snakemake.params.steering, snakemake.params.runtime, snakema
 # refusal: the model's own chat generations (prompts as the model read them); inversion: the prompt sets
 read = io.read_jsonl if experiment == "refusal" else lambda f: datasets.load_prompts(f, snakemake.params.normalise_endings)
 records = {Path(f).stem: read(f) for f in snakemake.input.prompts}
-model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"])
+model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
 fmt = positions.ChatFormat.from_tokenizer(tok, snakemake.params.system_prompt)
 directions = io.read_tensors(snakemake.input.directions)
 plan = steering.sweep_plan(experiment, p, models.n_layers(model), records)

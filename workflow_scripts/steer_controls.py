@@ -8,7 +8,7 @@ log = runlog.start(snakemake)
 p, rt = snakemake.params.steering, snakemake.params.runtime
 sweeps = {Path(f).stem: io.read_jsonl(f) for f in snakemake.input.sweeps}
 plans = {exp: steering.controls_plan(exp, p, rows) for exp, rows in sweeps.items()}
-model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"])
+model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
 fmt = positions.ChatFormat.from_tokenizer(tok, snakemake.params.system_prompt)
 directions = io.read_tensors(snakemake.input.directions)
 out = []
