@@ -24,7 +24,7 @@ import math
 import pandas as pd
 import torch
 
-from .judging import parse_inversion
+from .judging import parse_inversion, refused_flags
 from .positions import encode
 from .steering import NONE, TokenScore, generate_steered
 
@@ -103,7 +103,8 @@ def ask(model, tokenizer, fmt, instructions: list[str], question: str, score: To
 def load_set(hidden_path, gens_path, positions: list[str]):
     """Hidden states [n, layers, P, d], their ids and the generation records by id, checked against each other.
 
-    Every hidden-state id needs a generation record with `prompt` (as the model read it) and `refused`.
+    Every hidden-state id needs a generation record with `prompt` (as the model read it) and a
+    `refused` verdict (null, an invalid LLM-judge reply, fails as in the geometry rule).
     """
     from . import io
 
@@ -120,6 +121,7 @@ def load_set(hidden_path, gens_path, positions: list[str]):
     if missing:
         raise io.DataError(gens_path, f"no generation for this prompt of {hidden_path} "
                            f"({len(missing)} missing in all); rerun the generate rule", record=missing[0], field="id")
+    refused_flags([by_id[i] for i in meta["ids"]], gens_path)  # an invalid LLM-judge verdict has no behaviour group
     return io.read_tensors(hidden_path)["hidden"], meta["ids"], by_id
 
 

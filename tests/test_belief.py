@@ -138,6 +138,12 @@ def test_load_set_names_the_file_record_and_field(tmp_path):
         belief.load_set(h, g, ["t_inst", "post_1"])
     with pytest.raises(io.DataError, match="positions"):
         belief.load_set(h, g, ["t_inst"])
+    io.write_jsonl(g, [{"id": k, "prompt": "x", "refused": None if k == "b" else True, "label": "harmful"} for k in "ab"])
+    with pytest.raises(judging.InvalidVerdicts, match=r"g\.jsonl: 1 of 2 records have no refusal verdict"):
+        belief.load_set(h, g, ["t_inst", "post_1"])
+    io.write_jsonl(g, [{"id": k, "prompt": "x", "refused": k == "b", "label": "harmful"} for k in "ab"])
+    h_, ids, by_id = belief.load_set(h, g, ["t_inst", "post_1"])
+    assert ids == ["a", "b"] and h_.shape == (2, 3, 2, 4) and by_id["b"]["refused"]
 
 
 def test_belief_figure(tmp_path):
