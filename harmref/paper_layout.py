@@ -248,7 +248,7 @@ INDEX = [
     (r"^models/", "§1 models", "model card / weights"),
     (r"claims\.(csv|md)$", "§7 claims", "the paper's claims with what this run measured and a computed verdict"),
     (r"paper_tables\.md$", "Tables 1, 3, Figs 2–7", "the paper's tables and figure data, ours beside the paper's"),
-    (r"readme_results\.md$", "README", "the README's results block, generated from claims.csv (harmref readme)"),
+    (r"readme_results\.md$", "README", "the README's results block, generated from claims.csv (python -m harmref.claims readme)"),
     (r"/report/.*\.html$", "HTML report", "a table page of snakemake --report results/report.html"),
     (r"table1_post_instruction", "§5.1 Table 1", "AdvBench refusal with vs without the post-instruction tokens"),
     (r"refusal_rates", "§4 evaluation", "refusal rate of every prompt set (substring judge)"),

@@ -309,3 +309,21 @@ def test_paper_layout_sections_and_index():
     idx = paper_layout.results_index(["results/m/tables/fig4_steering_refusal.csv", "results/m/claims.md", "results/data/advbench.jsonl"])
     assert "| [m/tables/fig4_steering_refusal.csv](m/tables/fig4_steering_refusal.csv) | §3.4, Fig 4 |" in idx
     assert "§7 claims" in idx and "§3 datasets" in idx
+
+
+def test_the_readme_has_one_results_block():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    filled = claims.fill_readme(readme, "x")
+    assert filled.count(claims.README_BEGIN) == 1 and len(filled) < len(readme)
+
+
+def test_readme_command(tmp_path):
+    section, readme = tmp_path / "s.md", tmp_path / "README.md"
+    section.write_text("- **1. Post-inst tokens**: *holds*.\n")
+    readme.write_text(f"a\n{claims.README_BEGIN}\nold\n{claims.README_END}\nb\n")
+    assert claims.main(["readme", str(section), str(readme)]) == 0
+    assert readme.read_text() == f"a\n{claims.README_BEGIN}\n- **1. Post-inst tokens**: *holds*.\n{claims.README_END}\nb\n"
+    with pytest.raises(SystemExit, match="not found"):
+        claims.main(["readme", str(tmp_path / "missing.md"), str(readme)])

@@ -128,6 +128,29 @@ def test_changing_one_sample_size_reruns_only_its_dependents(workdir):
     assert "prepare_model" not in counts and "directions" not in counts, counts
 
 
+def test_claims_paper_tables_and_index(workdir):
+    """The regenerated paper (rules/report.smk): 13 computed claims, the paper's layout, an index of every output."""
+    from harmref.claims import FAILS, HOLDS, NOT_MEASURABLE
+
+    res = workdir / "results"
+    claims = pd.read_csv(res / "tiny/claims.csv").set_index("claim")
+    assert list(claims.index) == list(range(1, 14)) and set(claims["verdict"]) <= {HOLDS, FAILS, NOT_MEASURABLE}
+    assert "persuasion set not supplied" in claims.loc[11, "reason"]  # jb_persuasion is not configured in .test
+    assert "not a tuned model organism" in claims.loc[12, "reason"]  # tiny is not tuned
+    assert claims.loc[1, "measured"].startswith("with ") and "(n = 8)" in claims.loc[1, "measured"]
+    md = (res / "tiny/claims.md").read_text()
+    assert md.count("\n## ") == 13
+    for path in (res / "tiny/paper_tables.md", res / "paper_tables.md"):
+        text = path.read_text()
+        assert "## Table 1" in text and "## Table 3" in text and "## Fig 6" in text, path
+    index = (res / "index.md").read_text()
+    listed = re.findall(r"^\| \[([^\]]+)\]", index, flags=re.M)
+    assert "tiny/claims.md" in listed and "tiny/tables/table3_guards.csv" in listed and "tiny/figures/fig2_clustering.png" in listed
+    assert "index.md" not in listed and all((res / p).exists() for p in listed)
+    assert "| [tiny/tables/fig4_steering_refusal.csv](tiny/tables/fig4_steering_refusal.csv) | §3.4, Fig 4 |" in index
+    assert (res / "readme_results.md").read_text().startswith("Claims of the paper (§7) on `tiny`")
+
+
 def test_bad_data_file_fails_clearly_and_leaves_nothing(workdir, tmp_path):
     wd = tmp_path / "bad"
     shutil.copytree(workdir / "config", wd / "config")
