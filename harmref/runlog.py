@@ -18,6 +18,11 @@ def start(snakemake) -> logging.Logger:
     )
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    n_gpus = int(getattr(getattr(snakemake, "resources", None), "gpu", 0) or 0)
+    if n_gpus:  # a local multi-GPU run: this job's own GPUs (a scheduler's choice is kept)
+        from . import gpus
+
+        gpus.claim(n_gpus)
     threads = int(getattr(snakemake, "threads", 0) or 0)
     if threads and "torch" in sys.modules:  # the rule's cores, whatever OMP_NUM_THREADS says
         sys.modules["torch"].set_num_threads(threads)
