@@ -692,12 +692,12 @@ def report_tables(summary, model: str) -> dict:
     fig4 = sweep[sweep["experiment"] == "refusal"].drop(
         columns=["question_id", "certainly_%", "invalid_%", "refusal_text_%", "n_valid", "rescale_to"], errors="ignore")
     fig5 = sweep[sweep["experiment"] == "inversion"].drop(
-        columns=["rate_llm_%", "rescale_to"], errors="ignore").rename(columns={"rate_%": "no_%"})
+        columns=["rate_llm_%", "invalid_llm", "rescale_to"], errors="ignore").rename(columns={"rate_%": "no_%"})
     ctl = s[~s["control"].isin(["baseline", "layer_sweep"])].copy()
     ref = sweep.set_index(["experiment", "set", "question_id", "arm", "layer"])
     keys = list(zip(ctl["experiment"], ctl["set"], ctl["question_id"], ctl["arm"], ctl["layer"]))
     ctl["reference_coeff"] = [ref["coeff"].get(k, float("nan")) for k in keys]
     ctl["reference_%"] = [ref["rate_%"].get(k, float("nan")) for k in keys]
-    if "rate_llm_%" in s and s["rate_llm_%"].isna().all():
+    if "rate_llm_%" in s and s["rate_llm_%"].isna().all() and "invalid_llm" not in s:  # no LLM judge ran
         fig4, ctl = fig4.drop(columns="rate_llm_%"), ctl.drop(columns="rate_llm_%")
     return {"fig4": fig4, "fig5": fig5, "controls": ctl}
