@@ -24,6 +24,12 @@ def _f(x, fmt=".3f") -> str:
     return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, fmt)
 
 
+def _pm(mean, sd) -> str:
+    if pd.isna(mean):
+        return "—"
+    return f"{mean:+.3g} ± {sd:.2g}" if not pd.isna(sd) else f"{mean:+.3g}"
+
+
 def table1(t, model):
     if t is None or not (t["set"] == "advbench").any():
         return None
@@ -75,7 +81,7 @@ def fig3(beliefs, model):
         row = {"model": model, "group": g, "n": len(d)}
         for col, short in (("delta_harmful", "Δharmful"), ("delta_refuse", "Δrefuse")):
             v = d[col].dropna()
-            row[f"{short} mean [p10, p90] (ours)"] = (f"{v.mean():+.3f} [{v.quantile(0.1):+.3f}, {v.quantile(0.9):+.3f}]"
+            row[f"{short} mean [p10, p90] (ours)"] = (f"{v.mean():+.3g} [{v.quantile(0.1):+.3g}, {v.quantile(0.9):+.3g}]"
                                                      if len(v) else "—")
             row[f"{short} (paper)"] = paper.fmt(ref.get(g, {}).get(col))
         rows.append(row)
@@ -106,7 +112,7 @@ def fig4(t, model):
     for arm, d in sweep.groupby("arm", sort=False):
         r = d.loc[d["rate_%"].idxmax()]
         key = "harmfulness" if "harmfulness" in arm else "refusal" if "refusal" in arm else None
-        rows.append({"model": model, "curve": f"{arm}: peak", "ours %": _f(r["rate_%"], ".0f"), "layer (ours)": str(r["layer"]),
+        rows.append({"model": model, "curve": f"{arm}: peak", "ours %": _f(r["rate_%"], ".0f"), "layer (ours)": _f(r["layer"], ".0f"),
                      "n": int(r["n"]), "paper": paper.fmt(ref.get(key), " %") if arm.startswith("+") and key else "—"})
     return pd.DataFrame(rows)
 
@@ -140,8 +146,8 @@ def fig6(t, model):
     rows = []
     for r in t.itertuples():
         rows.append({"model": model, "group": r.group, "n": int(r.n),
-                     "Δharmful mean ± sd (ours)": f"{r.delta_harmful_mean:+.3f} ± {r.delta_harmful_sd:.3f}",
-                     "Δrefuse mean ± sd (ours)": f"{r.delta_refuse_mean:+.3f} ± {r.delta_refuse_sd:.3f}",
+                     "Δharmful mean ± sd (ours)": _pm(r.delta_harmful_mean, r.delta_harmful_sd),
+                     "Δrefuse mean ± sd (ours)": _pm(r.delta_refuse_mean, r.delta_refuse_sd),
                      "Δharmful (paper)": paper.fmt(ref.get(r.group, {}).get("delta_harmful")),
                      "Δrefuse (paper)": paper.fmt(ref.get(r.group, {}).get("delta_refuse"))})
     return pd.DataFrame(rows)

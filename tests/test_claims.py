@@ -327,3 +327,93 @@ def test_readme_command(tmp_path):
     assert readme.read_text() == f"a\n{claims.README_BEGIN}\n- **1. Post-inst tokens**: *holds*.\n{claims.README_END}\nb\n"
     with pytest.raises(SystemExit, match="not found"):
         claims.main(["readme", str(tmp_path / "missing.md"), str(readme)])
+
+
+# ---------------------------------------------------------------- the real tables, through CSV
+def through_csv(df, tmp_path, name):
+    from harmref import io
+
+    io.write_table(df, tmp_path / name)
+    return pd.read_csv(tmp_path / f"{name}.csv")
+
+
+def steer_rows(experiment, set_name, arms: dict, n=30, layers=range(4)):
+    """Synthetic steered generations: arm → (layer → share of prompts refused / answering "No")."""
+    rows = []
+    for arm, by_layer in arms.items():
+        for layer in ([None] if arm == "baseline" else layers):
+            share = by_layer(layer)
+            for i in range(n):
+                hit = i < round(share * n)
+                r = {"experiment": experiment, "set": set_name, "arm": arm, "control": "baseline" if arm == "baseline" else "layer_sweep",
+                     "layer": layer, "coeff": 0.0 if arm == "baseline" else 1.0, "rescale_to": None, "norm": 1.0, "prompt_id": i}
+                if experiment == "refusal":
+                    r.update(question_id=None, refused=hit, refusal_score=1.0 if hit else -1.0, response="I cannot" if hit else "Sure")
+                else:
+                    r.update(question_id="Q1", answer="harmless" if hit else "harmful", inversion_margin=-1.0 if hit else 1.0,
+                             response="No" if hit else "Certainly")
+                rows.append(r)
+    return rows
+
+
+def test_claims_read_the_steering_report_tables(tmp_path):
+    from harmref import steering
+
+    rows = steer_rows("refusal", "harmless_test", {"baseline": lambda l: 0.05, "+harmfulness@all": lambda l: 0.6 if l == 2 else 0.05,
+                                                  "+refusal@all": lambda l: 0.97 if l == 2 else 0.05})
+    rows += steer_rows("inversion", "harmless_test", {"baseline": lambda l: 0.95, "+harmfulness@context": lambda l: 0.0 if l == 1 else 0.9,
+                                                     "+refusal@all": lambda l: 0.97})
+    rows += steer_rows("inversion", "harmful_test", {"baseline": lambda l: 0.0, "-harmfulness@context": lambda l: 0.6 if l == 3 else 0.0,
+                                                    "-refusal@all": lambda l: 0.0})
+    t = steering.report_tables(steering.summarise(rows), "m")
+    ev = Evidence("m", fig4=through_csv(t["fig4"], tmp_path, "fig4"), fig5=through_csv(t["fig5"], tmp_path, "fig5"))
+    for c in (6, 8, 9):
+        row = claims.check(c, ev)
+        assert row["verdict"] == HOLDS, (row["test"], row["reason"])
+    assert "peak +v_harmful 60 % at layer 2" in claims.check(6, ev)["measured"]
+
+
+def test_claims_read_the_guard_tables(tmp_path):
+    from harmref import guards
+
+    rng = np.random.default_rng(0)
+    recs = []
+    for s, label, refused, dh, dr, k in (("harmful_test", "harmful", True, 0.1, 0.3, 30), ("harmless_test", "harmless", False, -0.1, -0.3, 30),
+                                         ("xstest_safe", "harmless", True, -0.05, 0.1, 20), ("jb_template", "harmful", False, 0.1, -0.1, 20)):
+        for i in range(k):
+            h, r = dh + 0.02 * rng.standard_normal(), dr + 0.02 * rng.standard_normal()
+            recs.append({"set": s, "id": f"{s}:{i}", "label": label, "refused": refused, "delta_harmful": h, "delta_refuse": r,
+                         "latent_guard": h >= 0, "refusal_direction": r >= 0, "own_refusal": refused, "llama_guard3": label == "harmful" and i % 2 == 0})
+    scores = pd.DataFrame(recs)
+    tests = [{"name": "harmful", "set": "harmful_test", "keep": "all"}, {"name": "harmless", "set": "harmless_test", "keep": "all"},
+             {"name": "refused_hl", "set": "xstest_safe", "keep": "refused"},
+             {"name": "template", "set": "jb_template", "keep": "accepted", "jailbreak": True}]
+    skipped = {"persuasion": "skipped: dataset 'jb_persuasion' is not configured"}
+    t3 = through_csv(guards.guard_table(scores, tests, "m", skipped), tmp_path, "table3")
+    plain = [t["set"] for t in tests if not t.get("jailbreak")]
+    f6 = through_csv(guards.group_means(guards.fig6_groups(scores, plain, {"template": "jb_template"}), "m"), tmp_path, "fig6")
+    ev = Evidence("m", table3=t3, fig6=f6, why=skipped)
+    v11, why11 = verdict(11, ev)
+    assert v11 == NOT_MEASURABLE and "persuasion set not supplied" in why11  # refused_hl itself passes
+    assert "refused_hl: Latent Guard − Llama Guard 3" in claims.check(11, ev)["test"]
+    v10, why10 = verdict(10, ev)
+    assert v10 == NOT_MEASURABLE and "persuasion set not supplied" in why10 and "no adv-suffix prompt jailbroke" in why10
+    assert "template: mean Δharmful" in claims.check(10, ev)["test"]
+
+
+def test_claims_read_the_attack_tables(tmp_path):
+    from harmref import organism
+
+    g = torch.Generator().manual_seed(0)
+    recs = [{"id": str(i)} for i in range(40)]
+    summ, lay = [], []
+    for n, refused in ((0, [True] * 38 + [False] * 2), (50, [True] * 10 + [False] * 30)):
+        s_h = 0.2 + 0.01 * torch.randn(40, L, generator=g)
+        s_r = (0.3 if n == 0 else -0.2) + 0.01 * torch.randn(40, L, generator=g)
+        a, b = organism.attack_rows(n, recs, refused, s_h, s_r, (3, 8), model="m")
+        summ.append(a)
+        lay += b
+    ev = Evidence("m", attack=through_csv(organism.attack_table(summ), tmp_path, "attack"),
+                  attack_layers=through_csv(pd.DataFrame(lay), tmp_path, "layers"))
+    row = claims.check(12, ev)
+    assert row["verdict"] == HOLDS and "acceptance 5 % → 75 %" in row["measured"], row

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from harmref import claims, geometry, io, runlog
+from harmref import claims, geometry, io, judging, runlog
 
 log = runlog.start(snakemake)
 inp, p = snakemake.input, snakemake.params
@@ -25,7 +25,7 @@ def load(hidden_path, gens_path):
     if missing:
         raise ValueError(f"{gens_path}: no generation for prompt {missing[0]!r} of {hidden_path}")
     recs = [by_id[i] for i in side["ids"]]
-    return io.read_tensors(hidden_path)["hidden"], [r["label"] for r in recs], [bool(r["refused"]) for r in recs]
+    return io.read_tensors(hidden_path)["hidden"], [r["label"] for r in recs], judging.refused_flags(recs, gens_path)
 
 
 def table(name):
