@@ -81,19 +81,22 @@ def hidden_states(
     if n_post is None:
         n_post = template_n_post(tokenizer, fmt)
     labels = position_labels(before, n_post)
+    from .batching import by_length, split_on_oom
+
     lengths = [len(fmt.render(x)[0]) for x in instructions]
-    order = sort_by_length(lengths)
     out: list[torch.Tensor | None] = [None] * len(instructions)
     tokens: list[list[str] | None] = [None] * len(instructions)
-    for s in range(0, len(order), batch_size):
-        rows = order[s : s + batch_size]
+
+    def one(rows):
         batch = encode(tokenizer, fmt, [instructions[i] for i in rows])
         cols = capture_columns(batch, before, n_post)
         h = capture(model, batch, cols)
         ids = batch.input_ids.gather(1, cols)
-        for j, i in enumerate(rows):
-            out[i] = h[j]
-            tokens[i] = tokenizer.convert_ids_to_tokens(ids[j].tolist())
+        return [(h[j], tokenizer.convert_ids_to_tokens(ids[j].tolist())) for j in range(len(rows))]
+
+    for rows in by_length(lengths, batch_size):
+        for i, (h, toks) in zip(rows, split_on_oom(one, rows, "hidden-state batch")):
+            out[i], tokens[i] = h, toks
         if progress is not None:
             progress(len(rows))
     if not instructions:

@@ -3,6 +3,8 @@
     harmref guard paper            # score the paper's released Qwen2 tensors (5 demo prompts)
     harmref guard score --centroids results/M/directions/directions.safetensors \\
                         --hidden results/M/hidden/xstest_safe.safetensors
+    harmref guard check --guard results/M/guard "How do I bake bread?"   # exit 1 if any prompt is unsafe
+    harmref guard fit --model results/models/M/model.json --harmful h.jsonl --harmless s.jsonl --out my_guard
     harmref judge results/M/generations/chat/advbench.jsonl --out judged.jsonl
 """
 
@@ -40,6 +42,148 @@ def add_guard(sub) -> None:
     score.add_argument("--centroids", required=True, help="directions.safetensors (mu_harmful, mu_harmless, mu_refused, mu_accepted [layers, P, d])")
     score.add_argument("--hidden", required=True, help="hidden-state file results/{model}/hidden/{set}.safetensors (with its .json sidecar)")
     score.set_defaults(func=_guard_score)
+
+    check = gsub.add_parser(
+        "check", help="score raw prompts with a saved guard (its model is loaded and checked once); exit 1 if any is unsafe",
+        description="Δharmful (and Δrefuse) of each prompt from the model's own hidden states. Exit status: "
+                    "0 = all safe, 1 = at least one unsafe, 2 = an error (bad input, or a model or template that "
+                    "is not the guard's).")
+    check.add_argument("prompts", nargs="*", help="prompts to score (quote each); none: --input, or stdin")
+    check.add_argument("--guard", required=True, help="guard folder (guard.json + centroids.safetensors), e.g. results/{model}/guard")
+    check.add_argument("--input", default=None, help="prompt file: .jsonl (field `prompt`, optional `id`, `verbatim`), .txt (one a line) or .csv (column `prompt`); - = stdin")
+    check.add_argument("--field", default=None, help="the prompt field of a JSONL/CSV input (default: prompt, text or instruction)")
+    check.add_argument("--output", default=None, help="write one JSON line per prompt here (id, prompt, scores, verdict, guard_version)")
+    check.add_argument("--model", default=None, help="the guard's model at another location (folder, model.json or hub id); it is checked against the guard")
+    check.add_argument("--threshold", default=None, help="unsafe when Δharmful ≥ this (default: the guard's, 0 in the paper); `calibrated`: the guard's calibrated threshold")
+    check.add_argument("--batch-size", type=int, default=None, help="prompts per forward pass (default: the guard's fitting run)")
+    check.add_argument("--device", default="auto", help="auto, cpu, cuda, … (default auto)")
+    check.add_argument("--dtype", default=None, help="model dtype (default: the one the guard was fitted with)")
+    check.add_argument("--quiet", action="store_true", help="no per-prompt table and no progress bar; the summary line and the exit status only")
+    check.set_defaults(func=_guard_check)
+
+    fit = gsub.add_parser(
+        "fit", help="build a guard folder for any chat model from a harmful and a harmless prompt file",
+        description="The paper's defaults: 100 + 100 prompts, all layer entries, threshold 0; the harmful centroid "
+                    "from the harmful prompts the model refuses (App. B; all when fewer than --min-group).")
+    fit.add_argument("--model", required=True, help="a model card (results/models/M/model.json), a model folder, or a hub id in the local cache")
+    fit.add_argument("--harmful", required=True, help="harmful prompts (.jsonl / .txt / .csv)")
+    fit.add_argument("--harmless", required=True, help="harmless prompts (.jsonl / .txt / .csv)")
+    fit.add_argument("--out", required=True, help="guard folder to write (guard.json + centroids.safetensors)")
+    fit.add_argument("--n", type=int, default=100, help="prompts per file (a seeded sample when a file has more; default 100)")
+    fit.add_argument("--layers", type=_layers, default=None, help="layer entries START:STOP averaged (default: all, as the paper)")
+    fit.add_argument("--threshold", type=float, default=0.0, help="unsafe when Δharmful ≥ this (default 0)")
+    fit.add_argument("--centroids", choices=["refused", "all"], default="refused",
+                     help="harmful centroid from the refused harmful prompts (default, App. B) or from all of them")
+    fit.add_argument("--min-group", type=int, default=5, help="fall back to all prompts of a label when its behaviour group is smaller (default 5)")
+    fit.add_argument("--no-generate", action="store_true", help="do not generate replies (needs --centroids all; Δrefuse is then undefined)")
+    fit.add_argument("--max-new-tokens", type=int, default=32, help="greedy reply length for the refusal judge (default 32)")
+    fit.add_argument("--heldout-harmful", default=None, help="held-out harmful prompts: calibrate a threshold, reported beside --threshold")
+    fit.add_argument("--heldout-harmless", default=None, help="held-out harmless prompts (with --heldout-harmful)")
+    fit.add_argument("--normalise-endings", action="store_true", help="strip trailing punctuation and end with one '.' (as the DAG does for SmolLM2)")
+    fit.add_argument("--system-prompt", default=None, help="system message (default: the template's own)")
+    fit.add_argument("--template-date", default=None, help="the date a dated template (Llama 3) renders (default: harmref's fixed date)")
+    fit.add_argument("--field", default=None, help="prompt field of JSONL/CSV files (default: prompt, text or instruction)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--batch-size", type=int, default=16)
+    fit.add_argument("--device", default="auto")
+    fit.add_argument("--dtype", default="auto")
+    fit.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own code (off by default)")
+    fit.set_defaults(func=_guard_fit)
+
+
+def _guard_check(args) -> int:
+    import time
+
+    from . import io
+    from .latent_guard import LatentGuard, read_prompt_file
+
+    if args.prompts and args.input:
+        raise SystemExit("harmref guard check: give prompts as arguments or --input FILE, not both")
+    if args.prompts:
+        records = [{"id": str(i), "prompt": t, "verbatim": False} for i, t in enumerate(args.prompts, 1)]
+        for r in records:
+            if not r["prompt"].strip():
+                raise io.DataError("<arguments>", "empty prompt", record=r["id"])
+        source = "<arguments>"
+    elif args.input and args.input != "-":
+        records, source = read_prompt_file(args.input, args.field), args.input
+    else:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise SystemExit("harmref guard check: give a prompt, --input FILE, or pipe prompts on stdin")
+        records, source = read_prompt_file(None, args.field, stream=sys.stdin), "<stdin>"
+    if not records:
+        raise io.DataError(source, "no prompts")
+    t0 = time.time()
+    guard = LatentGuard.load(args.guard, model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    meta = guard.artefact_
+    if args.threshold is not None:
+        if args.threshold == "calibrated":
+            if not meta.get("calibration"):
+                raise SystemExit(f"harmref guard check: the guard {args.guard} has no calibrated threshold (fit it with --heldout-*)")
+            guard.threshold = float(meta["calibration"]["threshold"])
+        else:
+            try:
+                guard.threshold = float(args.threshold)
+            except ValueError:
+                raise SystemExit(f"harmref guard check: --threshold takes a number or `calibrated`, got {args.threshold!r}") from None
+    load_s = time.time() - t0
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(records), desc="Latent Guard", unit="prompt", file=sys.stderr, leave=False)
+    t1 = time.time()
+    scores = guard.score_texts([r["prompt"] for r in records], verbatim=[r["verbatim"] for r in records],
+                               progress=bar.update if bar else None, ids=[r["id"] for r in records], source=source)
+    if bar:
+        bar.close()
+    score_s = time.time() - t1
+    rows = [{"id": r["id"], **row} for r, row in zip(records, guard.rows([r["prompt"] for r in records], scores))]
+    if args.output:
+        io.write_jsonl(args.output, rows)
+    if not args.quiet:
+        import pandas as pd
+
+        df = pd.DataFrame([{"id": r["id"], "verdict": r["verdict"], "Δharmful": r["delta_harmful"],
+                            "Δrefuse": r["delta_refuse"] if r["delta_refuse"] is not None else float("nan"),
+                            "prompt": r["prompt"] if len(r["prompt"]) <= 70 else r["prompt"][:67] + "..."} for r in rows])
+        sys.stdout.write(df.to_markdown(index=False, floatfmt="+.4f") + "\n")
+    k = sum(r["unsafe"] for r in rows)
+    sys.stdout.write(f"{k} of {len(rows)} unsafe (Δharmful ≥ {guard.threshold:g}), guard {guard.version_} on "
+                     f"{meta['model'].get('name') or meta['model'].get('source')}; model loaded and checked in {load_s:.1f} s, "
+                     f"scored in {score_s:.1f} s{f'; rows in {args.output}' if args.output else ''}\n")
+    return 1 if k else 0
+
+
+def _guard_fit(args) -> int:
+    from tqdm import tqdm
+
+    from .latent_guard import fit_artefact
+
+    bar = tqdm(desc="fit (hidden states, replies)", unit="prompt", file=sys.stderr, leave=False)
+    meta = fit_artefact(
+        args.model, args.harmful, args.harmless, args.out, n=args.n, layers=args.layers, threshold=args.threshold,
+        centroids=args.centroids, min_group=args.min_group, generate=not args.no_generate,
+        max_new_tokens=args.max_new_tokens, heldout_harmful=args.heldout_harmful, heldout_harmless=args.heldout_harmless,
+        normalise_endings=args.normalise_endings, system_prompt=args.system_prompt, template_date=args.template_date,
+        field=args.field, seed=args.seed,
+        batch_size=args.batch_size, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+        progress=bar.update,
+    )
+    bar.close()
+    t = meta["training"]
+    sys.stdout.write(
+        f"guard {meta['version']} → {args.out}: model {meta['model'].get('name')} (identity {meta['model']['identity'][:16]}…), "
+        f"{t['harmful']['n_used']} harmful + {t['harmless']['n_used']} harmless prompts "
+        f"(centroids from {t['harmful']['n_centroid']} + {t['harmless']['n_centroid']}), layers {meta['layers'][0]}:{meta['layers'][1]}, "
+        f"threshold {meta['threshold']:g}\n")
+    cal = meta.get("calibration")
+    if cal:
+        sys.stdout.write(
+            f"held-out accuracy {cal['accuracy_at_threshold']:.3f} at threshold {meta['threshold']:g}, "
+            f"{cal['accuracy_calibrated']:.3f} at the calibrated {cal['threshold']:+.5f} (AUROC {cal['auroc']:.3f}); "
+            "verdicts use the threshold; `guard check --threshold calibrated` uses the calibrated one\n")
+    return 0
 
 
 def _emit(rows, out) -> None:
@@ -159,9 +303,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .io import DataError
 
+    from .latent_guard import GuardError
+    from .models import ModelError
+
     try:
         return args.func(args)
-    except DataError as e:
+    except (DataError, GuardError, ModelError) as e:
         sys.stderr.write(f"harmref: {e}\n")
         return 2
 

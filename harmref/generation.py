@@ -10,6 +10,7 @@ import torch
 
 from . import io
 from .activations import sort_by_length
+from .batching import split_on_oom
 from .positions import ChatFormat, encode
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,9 @@ def generate(
         if s in done and done[s]["rows"] == rows:
             texts = done[s]["texts"]
         else:
-            batch = encode(tokenizer, fmt, [instructions[i] for i in rows], [questions[i] for i in rows] if questions else None)
-            texts = generate_batch(model, tokenizer, batch, max_new_tokens)
+            texts = split_on_oom(lambda r: generate_batch(model, tokenizer, encode(
+                tokenizer, fmt, [instructions[i] for i in r], [questions[i] for i in r] if questions else None), max_new_tokens),
+                rows, "generation batch")
             if checkpoint is not None:
                 io.append_jsonl(checkpoint, [{"start": s, "rows": rows, "texts": texts}])
         for i, text in zip(rows, texts):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .batching import split_on_oom
 from .hooks import add_hooks, decoder_layers
 from .positions import EncodedBatch, encode
 
@@ -320,17 +321,23 @@ def run_sweep(
     lengths = [len(fmt.render(x, q)[0]) for x, q in zip(instructions, questions)]
     order = sorted(range(n), key=lambda i: lengths[i])
     out: list[dict | None] = [None] * n
-    for s in range(0, n, batch_size):
-        rows = order[s : s + batch_size]
+    def one(rows):
         qs = [questions[i] for i in rows]
         batch = encode(tokenizer, fmt, [instructions[i] for i in rows], qs if any(q is not None for q in qs) else None)
         ids, lp = generate_steered(model, tokenizer, batch, [steers[i] for i in rows], max_new_tokens)
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
         vals = {sc.name: sc(lp).tolist() for sc in scores}
-        for j, i in enumerate(rows):
-            out[i] = {"response": texts[j], **{k: v[j] for k, v in vals.items()}}
+        res = []
+        for j in range(len(rows)):
+            res.append({"response": texts[j], **{k: v[j] for k, v in vals.items()}})
             if keep_ids:
-                out[i]["token_ids"] = _until_eos(ids[j].tolist(), tokenizer.eos_token_id)
+                res[-1]["token_ids"] = _until_eos(ids[j].tolist(), tokenizer.eos_token_id)
+        return res
+
+    for s in range(0, n, batch_size):
+        rows = order[s : s + batch_size]
+        for i, r in zip(rows, split_on_oom(one, rows, "steering batch")):
+            out[i] = r
         if progress is not None:
             progress(len(rows))
     return out  # type: ignore[return-value]

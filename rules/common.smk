@@ -238,6 +238,9 @@ def get_latent_guard_inputs(wildcards):
     aug = [a["set"] for a in GUARD["augment"]]
     return {
         "directions": f"results/{m}/directions/directions.safetensors",
+        # the guard artefact (guard.json) records the model's identity and the training sets' sha256
+        "model": model_card(m),
+        "train": [f"results/data/{config['directions'][r]}.jsonl" for r in ("harmful", "harmless")],
         "hidden": [f"results/{m}/hidden/{s}.safetensors" for s in guard_sets(m)],
         "gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in guard_sets(m)],
         "augment_hidden": [f"results/{m}/hidden/{s}.safetensors" for s in aug],

@@ -16,11 +16,21 @@ rule latent_guard:
         scores="results/{model}/guard/scores.jsonl",
         centroids="results/{model}/guard/centroids.safetensors",
         metrics="results/{model}/guard/latent_guard.json",
+        # the self-describing artefact: `harmref guard check --guard results/{model}/guard "prompt"`
+        guard="results/{model}/guard/guard.json",
     params:
         sets=get_guard_sets,
         augment=GUARD["augment"],
         layers=GUARD["layers"],
         threshold=GUARD["threshold"],
+        runtime=get_runtime,
+        normalise_endings=get_normalise_endings,
+        system_prompt=config["generation"]["system_prompt"],
+        template_date=config["generation"]["template_date"],
+        storage_dtype=config["hidden"]["storage_dtype"],
+        directions=config["directions"],
+        max_new_tokens=config["generation"]["max_new_tokens"],
+        judge=config["generation"]["judge"],
     log:
         "logs/latent_guard/{model}.log",
     localrule: True

@@ -111,6 +111,54 @@ def test_stated_belief_in_the_dag(workdir):
     check_stated_belief(workdir)
 
 
+def check_latent_guard_on_text(workdir, model="tiny"):
+    """The DAG's guard artefact, loaded with the Python API and fed the raw prompt files, gives the DAG's
+    Δharmful for every prompt and its Table 3 Latent Guard column; `guard check` gives the API's rows."""
+    import numpy as np
+
+    from harmref import cli, guards, io, latent_guard, models
+
+    gdir = workdir / f"results/{model}/guard"
+    guard = latent_guard.LatentGuard.load(gdir)
+    meta = guard.artefact_
+    assert meta["model"]["identity"] == models.card_identity(workdir / f"results/models/{model}/model.json")
+    assert meta["created_by"] == "rule latent_guard" and meta["threshold"] == 0.0
+    for role in ("harmful", "harmless"):
+        t = meta["training"][role]
+        assert t["sha256"] == io.sha256_file(workdir / t["file"]) and t["n_records"] == len(io.read_jsonl(workdir / t["file"]))
+    dag = pd.DataFrame(io.read_jsonl(gdir / "scores.jsonl"))
+    ours = []
+    for s in dag["set"].unique():
+        recs = io.read_jsonl(workdir / f"results/data/{s}.jsonl")  # raw text; the guard applies the model's ending rule
+        rows = guard.score([r["prompt"] for r in recs], verbatim=[bool(r.get("verbatim")) for r in recs])
+        ours += [{"set": s, "id": r["id"], "api": row["delta_harmful"], "api_unsafe": row["unsafe"]} for r, row in zip(recs, rows)]
+    merged = dag.merge(pd.DataFrame(ours), on=["set", "id"], how="left")
+    assert merged["api"].notna().all() and len(merged) == len(dag)
+    np.testing.assert_allclose(merged["api"], merged["delta_harmful"], rtol=0, atol=1e-6)
+    table3 = pd.read_csv(workdir / f"results/{model}/tables/table3_guards.csv")
+    compared = 0
+    for t in table3[table3["n"] > 0].to_dict("records"):
+        rows = guards.test_rows(merged, {"set": t["dataset"], "keep": t["keep"]})
+        acc = 100.0 * float((rows["api_unsafe"].astype(bool) == (rows["label"] == "harmful")).mean())
+        assert acc == pytest.approx(t["latent_guard"], abs=1e-9), t
+        compared += 1
+    assert compared >= 5
+    # the command line on one raw set gives the API's rows
+    s = dag["set"].iloc[0]
+    out = workdir / "guard_check.jsonl"
+    rc = cli.main(["guard", "check", "--guard", str(gdir), "--input", str(workdir / f"results/data/{s}.jsonl"),
+                   "--output", str(out), "--quiet"])
+    cli_rows = io.read_jsonl(out)
+    want = merged[merged["set"] == s].set_index("id")
+    assert rc == (1 if any(r["unsafe"] for r in cli_rows) else 0)
+    assert {r["id"]: r["delta_harmful"] for r in cli_rows} == pytest.approx(want["api"].to_dict(), abs=0)
+    assert {r["guard_version"] for r in cli_rows} == {meta["version"]}
+
+
+def test_latent_guard_artefact_scores_raw_text_as_the_dag(workdir):
+    check_latent_guard_on_text(workdir)
+
+
 def test_second_run_does_nothing(workdir):
     out = run(workdir, "-n").stdout
     assert "Nothing to be done" in out, out[-2000:]
