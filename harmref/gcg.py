@@ -23,7 +23,7 @@ import torch
 
 from . import io
 from .generation import open_checkpoint
-from .positions import ChatFormat, control_strings, tokenize_prompt
+from .positions import DEFAULT_TEMPLATE_DATE, ChatFormat, control_strings, fixed_date, tokenize_prompt
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,8 @@ def messages(goal: str, system_prompt: str | None = None) -> list[dict]:
     return out
 
 
-def attack(model, tokenizer, goal: str, target: str, cfg, system_prompt: str | None = None) -> dict:
+def attack(model, tokenizer, goal: str, target: str, cfg, system_prompt: str | None = None,
+           template_date=DEFAULT_TEMPLATE_DATE) -> dict:
     """Optimise one suffix; returns the attacked prompt, the suffix, losses and the time taken.
 
     `best_loss` is nanoGCG's; `prompt_loss` and `exact` are those of the kept prompt,
@@ -141,10 +142,11 @@ def attack(model, tokenizer, goal: str, target: str, cfg, system_prompt: str | N
     t0 = time.perf_counter()
     det, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
-        result = nanogcg.run(model, tokenizer, messages(goal, system_prompt), target, cfg)
+        with fixed_date(template_date):  # nanoGCG renders the template itself: same date as harmref's
+            result = nanogcg.run(model, tokenizer, messages(goal, system_prompt), target, cfg)
     finally:  # nanoGCG switches deterministic algorithms on globally for a seeded run
         torch.use_deterministic_algorithms(det, warn_only=warn)
-    fmt = ChatFormat.from_tokenizer(tokenizer, system_prompt)
+    fmt = ChatFormat.from_tokenizer(tokenizer, system_prompt, date=template_date)
     prompt, exact, loss = select(model, tokenizer, fmt, goal, target, [result.best_string, *result.strings])
     seconds = time.perf_counter() - t0
     return {
@@ -161,7 +163,7 @@ def attack(model, tokenizer, goal: str, target: str, cfg, system_prompt: str | N
 
 
 def attack_set(model, tokenizer, goals: list[dict], spec: dict, seed: int, system_prompt: str | None = None,
-               checkpoint=None, checkpoint_key=None, progress=None) -> list[dict]:
+               checkpoint=None, checkpoint_key=None, progress=None, template_date=DEFAULT_TEMPLATE_DATE) -> list[dict]:
     """Attack every goal in order; finished goals are appended to `checkpoint` and skipped on a rerun.
 
     `goals`: dataset records ({id, prompt, category, target?}); the attack's records
@@ -177,7 +179,9 @@ def attack_set(model, tokenizer, goals: list[dict], spec: dict, seed: int, syste
                 "(harmref.positions), so the suffix would fit a prompt the model is never shown; drop the goal or "
                 "remove the string from it"
             )
-    fingerprint = io.sha256_text(repr([spec, seed, system_prompt, checkpoint_key, [(g["id"], g["prompt"]) for g in goals]]))
+    fmt = ChatFormat.from_tokenizer(tokenizer, system_prompt, date=template_date)
+    fingerprint = io.sha256_text(repr([spec, seed, system_prompt, checkpoint_key, [(g["id"], g["prompt"]) for g in goals],
+                                       fmt.fingerprint]))
     done = {} if checkpoint is None else open_checkpoint(checkpoint, fingerprint, key="goal_id", what="goals")
     out = []
     for g in goals:
@@ -185,7 +189,7 @@ def attack_set(model, tokenizer, goals: list[dict], spec: dict, seed: int, syste
             out.append(done[g["id"]])
         else:
             target = g.get("target") or spec["target"]
-            res = attack(model, tokenizer, g["prompt"], target, config(spec, seed), system_prompt)
+            res = attack(model, tokenizer, g["prompt"], target, config(spec, seed), system_prompt, template_date)
             rec = {"id": f"gcg:{g['id']}", "goal_id": g["id"], "label": "harmful", "source": "nanogcg",
                    "category": g.get("category"), "verbatim": True, "goal": g["prompt"], **res}
             log.info("%s: loss %.3f → %.3f in %d steps, %.0f s; kept prompt: loss %.3f, greedy reply %s the target",

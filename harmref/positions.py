@@ -31,6 +31,7 @@ the rendered prefix and suffix) is recorded in every hidden-state and generation
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -52,22 +53,35 @@ class TemplateError(ValueError):
     """The tokenizer has no usable chat template."""
 
 
-def _render(tokenizer, messages, when: datetime.datetime, name: str, system_prompt) -> str:
-    """The template applied to `messages`, `strftime_now` fixed to `when`; Jinja errors name the fix."""
-    import jinja2
+@contextlib.contextmanager
+def fixed_date(date=DEFAULT_TEMPLATE_DATE):
+    """Within the block, chat templates' `strftime_now` renders `date` (also for nanoGCG's own rendering)."""
     from transformers.utils import chat_template_utils as ctu
 
-    class _Fixed(datetime.datetime):  # what the template's `strftime_now` reads the time from
+    when = parse_date(date)
+
+    class _Fixed(datetime.datetime):  # what transformers' `strftime_now` reads the time from
         @classmethod
         def now(cls, tz=None):
             return when
 
     if getattr(ctu, "datetime", None) is not datetime.datetime:
         raise TemplateError("transformers renders `strftime_now` in a way harmref cannot fix to "
-                            "generation.template_date (chat_template_utils.datetime is missing)")
+                            "generation.template_date (chat_template_utils.datetime is not datetime.datetime)")
+    ctu.datetime = _Fixed
     try:
-        ctu.datetime = _Fixed
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        yield when
+    finally:
+        ctu.datetime = datetime.datetime
+
+
+def _render(tokenizer, messages, when: datetime.datetime, name: str, system_prompt) -> str:
+    """The template applied to `messages`, `strftime_now` fixed to `when`; Jinja errors name the fix."""
+    import jinja2
+
+    try:
+        with fixed_date(when):
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except jinja2.exceptions.TemplateError as err:
         if system_prompt is not None:
             fix = (f"harmref sends [system, user]: this template takes no system message or demands strict "
@@ -76,8 +90,6 @@ def _render(tokenizer, messages, when: datetime.datetime, name: str, system_prom
         else:
             fix = "harmref sends a single user message (generation.system_prompt is null)"
         raise TemplateError(f"the chat template of model {name!r} rejected the prompt: {err}; {fix}") from None
-    finally:
-        ctu.datetime = datetime.datetime
 
 
 def parse_date(value) -> datetime.datetime:

@@ -7,6 +7,7 @@ rule generate:
         prompts="results/data/{dataset}.jsonl",
     output:
         "results/{model}/generations/{template}/{dataset}.jsonl",
+        sidecar="results/{model}/generations/{template}/{dataset}.json",
     params:
         runtime=get_runtime,
         normalise_endings=get_normalise_endings,

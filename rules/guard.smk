@@ -53,6 +53,7 @@ rule gcg_attack:
         runtime=get_runtime,
         normalise_endings=get_normalise_endings,
         system_prompt=config["generation"]["system_prompt"],
+        template_date=config["generation"]["template_date"],
         seed=config["seed"],
     log:
         "logs/gcg_attack/{model}.log",
@@ -84,6 +85,7 @@ rule gcg_report:
         generation=config["generation"],
         runtime=get_runtime,
         system_prompt=config["generation"]["system_prompt"],
+        template_date=config["generation"]["template_date"],
     log:
         "logs/gcg_report/{model}.log",
     benchmark:

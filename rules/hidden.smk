@@ -14,6 +14,7 @@ rule extract_hidden:
         before=config["hidden"]["positions_before"],
         storage_dtype=config["hidden"]["storage_dtype"],
         system_prompt=config["generation"]["system_prompt"],
+        template_date=config["generation"]["template_date"],
     log:
         "logs/extract_hidden/{model}/{dataset}.log",
     benchmark:

@@ -22,6 +22,7 @@ rule organism_data:
         runtime=get_base_runtime,
         normalise_endings=get_normalise_endings,
         system_prompt=config["generation"]["system_prompt"],
+        template_date=config["generation"]["template_date"],
         seed=config["seed"],
     log:
         "logs/organism_data/{model}.log",
@@ -53,6 +54,7 @@ rule safety_tune:
         train=ORGANISM["train"],
         runtime=get_base_runtime,
         system_prompt=config["generation"]["system_prompt"],
+        template_date=config["generation"]["template_date"],
         seed=config["seed"],
     log:
         "logs/safety_tune/{model}.log",
@@ -88,6 +90,7 @@ rule organism_eval:
         runtime=get_runtime,
         normalise_endings=get_normalise_endings,
         system_prompt=config["generation"]["system_prompt"],
+        template_date=config["generation"]["template_date"],
     log:
         "logs/organism_eval/{model}.log",
     benchmark:
@@ -116,6 +119,7 @@ rule attack_pairs:
         runtime=get_base_runtime,
         normalise_endings=get_normalise_endings,
         system_prompt=config["generation"]["system_prompt"],
+        template_date=config["generation"]["template_date"],
         seed=config["seed"],
     log:
         "logs/attack_pairs/{model}.log",

@@ -19,6 +19,7 @@ rule steer:
         steering=config["steering"],
         refusal_tokens=get_refusal_tokens,
         system_prompt=config["generation"]["system_prompt"],
+        template_date=config["generation"]["template_date"],
         normalise_endings=get_normalise_endings,
     log:
         "logs/steer/{model}/{experiment}.log",
@@ -47,6 +48,7 @@ rule steer_controls:
         steering=config["steering"],
         refusal_tokens=get_refusal_tokens,
         system_prompt=config["generation"]["system_prompt"],
+        template_date=config["generation"]["template_date"],
     log:
         "logs/steer_controls/{model}.log",
     benchmark:

@@ -219,3 +219,43 @@ def test_template_rejecting_a_system_prompt_names_the_fix(name, why):
     ChatFormat.from_tokenizer(tok)  # fine without a system prompt
     with pytest.raises(TemplateError, match=f"model 'my-{name}'.*{why}.*generation.system_prompt: null"):
         ChatFormat.from_tokenizer(tok, system_prompt="Be brief.", model=f"my-{name}")
+
+
+@pytest.mark.slow
+def test_workflow_records_the_template_and_reruns_on_a_new_date(tmp_path):
+    """extract_hidden / generate on a Llama-3.1-style template: the sidecars carry the fingerprint of the
+    template as rendered with generation.template_date, and another date reruns both rules."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / ".test/config/config.yaml").read_text())
+    config["data_root"] = str(root / "data")
+    config["models"]["tiny"]["source"] = "tiny-random:llama31"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    targets = ["results/tiny/hidden/harmful_test.safetensors", "results/tiny/generations/chat/harmful_test.jsonl"]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "--cores", "2", "--directory", str(tmp_path)]
+    p = subprocess.run(cmd + targets, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "results/models/tiny"))  # the workflow's own copy
+    want = ChatFormat.from_tokenizer(tok, date="26 Jul 2024")
+    assert "Today Date: 26 Jul 2024" in want.prefix
+    hidden = json.loads((tmp_path / "results/tiny/hidden/harmful_test.json").read_text())
+    gen = json.loads((tmp_path / "results/tiny/generations/chat/harmful_test.json").read_text())
+    for side in (hidden, gen):
+        assert side["template_fingerprint"] == want.fingerprint and side["template_date"] == "26 Jul 2024"
+        assert side["template_dated"] is True
+    dry = cmd + targets + ["-n", "--rerun-triggers", "params"]
+    p = subprocess.run(dry, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "Nothing to be done" in p.stdout + p.stderr, p.stdout[-3000:]
+    (tmp_path / "later.yaml").write_text("generation:\n  template_date: '01 Jan 2030'\n")
+    p = subprocess.run(dry + ["--configfile", str(tmp_path / "later.yaml")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "rule extract_hidden" in p.stdout + p.stderr and "rule generate" in p.stdout + p.stderr

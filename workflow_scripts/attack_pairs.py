@@ -8,7 +8,7 @@ log = runlog.start(snakemake)
 p, rt, a = snakemake.params, snakemake.params.runtime, snakemake.params.attack
 records = datasets.load_prompts(snakemake.input.harmful, p.normalise_endings)
 model, tok = models.load(snakemake.input.base, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
-fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
+fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt, date=p.template_date, model=snakemake.wildcards.model)
 answers = organism.distill(model, tok, fmt, [r["prompt"] for r in records], a["max_new_tokens"], rt["batch_size"],
                            progress=runlog.progress(len(records), "compliant answers"))
 refused = judging.SubstringJudge()([r["prompt"] for r in records], [x[0] for x in answers])

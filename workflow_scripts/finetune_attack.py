@@ -18,7 +18,7 @@ if not pairs:
     raise ValueError(f"{inp.pairs} holds no compliant answers: the base model refused every attack prompt")
 for n in [0, *a["n_pairs"]]:
     model, tok = models.load(inp.organism, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
-    fmt = positions.ChatFormat.from_tokenizer(tok, p.generation["system_prompt"])
+    fmt = positions.ChatFormat.from_tokenizer(tok, p.generation["system_prompt"], date=p.generation["template_date"])
     history = {}
     if n:
         cfg = organism.attack_config(a, p.train, n, seed=p.seed)

@@ -10,7 +10,7 @@ model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"], devic
 for param in model.parameters():
     param.requires_grad_(False)  # gradients are taken w.r.t. the one-hot suffix only
 records = gcg.attack_set(
-    model, tok, goals, spec, p.seed, p.system_prompt,
+    model, tok, goals, spec, p.seed, p.system_prompt, template_date=p.template_date,
     checkpoint=out + ".partial.jsonl",
     checkpoint_key=models.checkpoint_key(snakemake.input.model, model),  # the weights' identity, device, dtype
     progress=runlog.progress(len(goals), "nanoGCG goals"),

@@ -14,7 +14,7 @@ if missing:
 judge = judging.make_judge(gen["judge"], **gen.get("ollama_judge", {}))
 judge.check()
 model, tok = models.load(inp.model, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
-fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
+fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt, date=p.template_date, model=snakemake.wildcards.model)
 init = [r["goal"] + gcg.init_string(p.gcg) for r in records]
 init_rows = [{"id": r["id"], "prompt": x, "response": y}
              for r, x, y in zip(records, init, generation.generate(model, tok, fmt, init, gen["max_new_tokens"], rt["batch_size"]))]

@@ -10,7 +10,8 @@ judge.check()  # an unreachable judge fails now, not after the generation
 records = datasets.load_prompts(snakemake.input.prompts, snakemake.params.normalise_endings)
 model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
 fmt = positions.ChatFormat.from_tokenizer(
-    tok, gen["system_prompt"], post_instruction=snakemake.wildcards.template == "chat"
+    tok, gen["system_prompt"], post_instruction=snakemake.wildcards.template == "chat",
+    date=gen["template_date"], model=snakemake.wildcards.model,
 )
 prompts = [r["prompt"] for r in records]
 positions.check_context(tok, fmt, prompts, models.context_length(model, tok), reserve=gen["max_new_tokens"],
@@ -25,6 +26,10 @@ rows = [{"id": r["id"], "prompt": r["prompt"], "label": r["label"], "category": 
         for r, x in zip(records, responses)]
 rows = judging.judge_records(rows, judge)
 io.write_jsonl(out, rows)
+io.write_json(snakemake.output.sidecar, {  # what rendered the prompts: the same fingerprint as the hidden states'
+    "model": snakemake.wildcards.model, "dataset": snakemake.wildcards.dataset, "n": len(rows),
+    "system_prompt": gen["system_prompt"], "max_new_tokens": gen["max_new_tokens"], **fmt.sidecar(),
+})
 io.remove(out + ".partial.jsonl")
 n_invalid = sum(r["refused"] is None for r in rows)
 log.info("refused %d / %d (%d invalid verdicts)", sum(bool(r["refused"]) for r in rows), len(rows), n_invalid)

@@ -7,7 +7,7 @@ p, rt, d = snakemake.params, snakemake.params.runtime, snakemake.params.data
 harmful = datasets.load_prompts(snakemake.input.harmful, p.normalise_endings)
 harmless = datasets.load_prompts(snakemake.input.harmless, p.normalise_endings)
 model, tok = models.load(snakemake.input.base, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
-fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
+fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt, date=p.template_date, model=snakemake.wildcards.model)
 examples = organism.training_set(
     model, tok, fmt, harmful, harmless, judging.SubstringJudge(), n_distill=d["n_distill"],
     scary_fraction=d["scary_fraction"], n_inversion=d["n_inversion"], question_ids=d["inversion_questions"],

@@ -16,7 +16,7 @@ rows, answers = [], {}
 for role in ("base", "organism"):
     name = p.names[role]
     model, tok = models.load(inp[role], rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
-    fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
+    fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt, date=p.template_date, model=name)
     for q, question in enumerate(inversion.QUESTIONS):
         for set_name, recs in inv.items():
             replies = generation.generate(model, tok, fmt, [r["prompt"] for r in recs], ev["inversion_max_new_tokens"],

@@ -10,7 +10,7 @@ log = runlog.start(snakemake)
 p, rt = snakemake.params, snakemake.params.runtime
 examples = io.read_jsonl(snakemake.input.data)
 model, tok = models.load(snakemake.input.base, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
-fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
+fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt, date=p.template_date, model=snakemake.wildcards.model)
 cfg = organism.TrainConfig.from_dict(p.train, seed=p.seed)
 model, history = organism.train(model, tok, organism.tokenize(tok, fmt, examples), cfg,
                                 progress=runlog.progress(cfg.steps, "train"))

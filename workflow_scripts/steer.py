@@ -10,7 +10,8 @@ p, rt, experiment = snakemake.params.steering, snakemake.params.runtime, snakema
 read = io.read_jsonl if experiment == "refusal" else lambda f: datasets.load_prompts(f, snakemake.params.normalise_endings)
 records = {Path(f).stem: read(f) for f in snakemake.input.prompts}
 model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
-fmt = positions.ChatFormat.from_tokenizer(tok, snakemake.params.system_prompt)
+fmt = positions.ChatFormat.from_tokenizer(tok, snakemake.params.system_prompt, date=snakemake.params.template_date,
+                                         model=snakemake.wildcards.model)
 directions = io.read_tensors(snakemake.input.directions)
 plan = steering.sweep_plan(experiment, p, models.n_layers(model), records)
 n = sum(len(prompts) * len(settings) for prompts, settings in plan)

@@ -9,7 +9,8 @@ p, rt = snakemake.params.steering, snakemake.params.runtime
 sweeps = {Path(f).stem: io.read_jsonl(f) for f in snakemake.input.sweeps}
 plans = {exp: steering.controls_plan(exp, p, rows) for exp, rows in sweeps.items()}
 model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
-fmt = positions.ChatFormat.from_tokenizer(tok, snakemake.params.system_prompt)
+fmt = positions.ChatFormat.from_tokenizer(tok, snakemake.params.system_prompt, date=snakemake.params.template_date,
+                                         model=snakemake.wildcards.model)
 directions = io.read_tensors(snakemake.input.directions)
 out = []
 for exp, plan in plans.items():
