@@ -12,6 +12,7 @@ rule stated_belief:
         eval_sets=config["directions"]["eval_sets"],
         runtime=get_runtime,
         system_prompt=config["generation"]["system_prompt"],
+        template_date=config["generation"]["template_date"],
         questions=config["belief"]["questions"] or config["steering"]["inversion"]["questions"],
         answer_tokens=config["steering"]["answer_tokens"],
         max_new_tokens=config["steering"]["inversion"]["max_new_tokens"],
