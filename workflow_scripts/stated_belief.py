@@ -15,7 +15,7 @@ inst, post = cmeta["inst_index"], len(cmeta["positions"]) - 1
 sets = [(name, *belief.load_set(hp, gp, cmeta["positions"])) for name, hp, gp in zip(p.eval_sets, inp.hidden, inp.gens)]
 
 model, tok = models.load(inp.model, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
-fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt)
+fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt, date=p.template_date, model=model_name)
 score = steering.TokenScore.from_strings(tok, "inversion_margin", p.answer_tokens["harmful"], p.answer_tokens["harmless"])
 rows = []
 for q in p.questions:
