@@ -182,8 +182,14 @@ def tiny_random(template: str = "chatml", seed: int = 0, n_layers: int = 4, d_mo
     return model, tok
 
 
-def prepare(source: str, out_dir, sha256: str | None = None, trust_remote_code: bool = False, seed: int = 0) -> dict:
-    """Write `out_dir/model.json` for `source`; convert GGUF/random sources into `out_dir`."""
+def prepare(source: str, out_dir, sha256: str | None = None, trust_remote_code: bool = False, seed: int = 0,
+            revision: str | None = None) -> dict:
+    """Write `out_dir/model.json` for `source`; convert GGUF/random sources into `out_dir`.
+
+    A hub id is resolved here, once: its snapshot at `revision` (default main) is downloaded into the
+    Hugging Face cache, or found there offline, and the card records the commit sha and the local
+    snapshot folder as `path`, which every later job loads offline (`load`).
+    """
     out_dir = Path(out_dir)
     kind = _source_kind(source)
     card = {"source": source, "kind": kind, "trust_remote_code": trust_remote_code}
@@ -210,6 +216,9 @@ def prepare(source: str, out_dir, sha256: str | None = None, trust_remote_code: 
         if kind == "hub" and source.startswith(("/", ".", "~")):  # meant as a local folder, not a hub id
             raise ModelError(f"model source {source}: no such folder")
         card["path"] = source
+        if kind == "hub":
+            snap = hub_snapshot(source, revision)
+            card.update(revision=revision or "main", commit_sha=snap.name, path=str(snap))
     card["prepare_seconds"] = round(time.time() - t0, 1)
     card.update(weights_identity(card))
     write_json(out_dir / "model.json", card)
@@ -239,6 +248,59 @@ def hash_weights(folder) -> dict[str, str]:
     log.info("hashed %d weight/config files of %s (%.1f GB) in %.1f s", len(out), folder,
              sum(f.stat().st_size for f in files) / 1e9, time.time() - t0)
     return out
+
+
+# what prepare_model fetches of a hub model: safetensors weights, configs, tokenizer, chat template
+# (never pickled weights: a repository with only *.bin files fails, see hub_snapshot)
+HUB_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.tiktoken", "*.jinja",
+                "merges.txt", "vocab.txt"]
+# Mistral-style repositories also hold the weights once more in the reference format
+HUB_IGNORE = ["consolidated*", "original/*"]
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
+    """The local snapshot folder of `repo_id` at `revision` (default main): downloaded once into the
+    Hugging Face cache (HF_HOME), or found there when offline (HF_HUB_OFFLINE=1) or the hub is down.
+
+    Every way this can fail (a gated model without a token, a wrong id or revision, an offline machine
+    with an empty cache, a repository without safetensors) is a ModelError saying what to do.
+    """
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    rev = revision or "main"
+    where = f"model {repo_id} (revision {rev})"
+    token = "set HF_TOKEN=<token> or run `hf auth login` (a read token from https://huggingface.co/settings/tokens)"
+    t0 = time.time()
+    try:
+        snap = Path(huggingface_hub.snapshot_download(repo_id, revision=rev, allow_patterns=HUB_PATTERNS,
+                                                    ignore_patterns=HUB_IGNORE))
+    except GatedRepoError:
+        raise ModelError(
+            f"{where} is gated: accept its licence on https://huggingface.co/{repo_id} with your account, "
+            f"then {token}; docs/cluster.md, 'Model weights'") from None
+    except RevisionNotFoundError:
+        raise ModelError(f"{where}: no revision {rev!r} on the hub; set models.<name>.revision to a branch, "
+                         f"tag or commit sha of https://huggingface.co/{repo_id}/commits/main") from None
+    except RepositoryNotFoundError:
+        raise ModelError(f"{where}: no such repository on the hub (check the id's spelling); a private "
+                         f"repository also needs a token: {token}") from None
+    except LocalEntryNotFoundError as e:
+        offline = constants.HF_HUB_OFFLINE
+        why = ("HF_HUB_OFFLINE=1 is set" if offline else "the hub cannot be reached") + \
+            f" and the Hugging Face cache ({constants.HF_HUB_CACHE}) has no complete snapshot of it"
+        raise ModelError(
+            f"{where}: {why}. Download it once on a machine with network, into the same HF_HOME: "
+            f"`hf download {repo_id} --revision {rev}`" + ("" if offline else ", then set HF_HUB_OFFLINE=1")
+            + f" ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if not any(snap.glob("*.safetensors")):
+        raise ModelError(f"{where}: the snapshot {snap} has no *.safetensors weights; harmref never loads "
+                         "pickled (*.bin) weights: convert them to safetensors into a local folder and use "
+                         "that folder as the source")
+    log.info("%s: snapshot %s (commit %s) in %.1f s", repo_id, snap, snap.name, time.time() - t0)
+    return snap
 
 
 def _hub_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
@@ -384,8 +446,13 @@ def load(card_or_path, device: str = "auto", dtype: str = "auto", trust_remote_c
     dt = resolve_dtype(dtype, dev)
     placement = resolve_device_map(device_map, dev)
     t0 = time.time()
-    tok = AutoTokenizer.from_pretrained(card["path"], trust_remote_code=trust_remote_code)
     kwargs = {}
+    if card.get("kind") == "hub":  # the snapshot prepare_model resolved: never the network again
+        if not os.path.isdir(card["path"]):
+            raise ModelError(f"{path}: the snapshot {card['path']} of {card.get('source')} is gone from the "
+                             "Hugging Face cache; rerun prepare_model (snakemake --forcerun prepare_model)")
+        kwargs["local_files_only"] = True
+    tok = AutoTokenizer.from_pretrained(card["path"], trust_remote_code=trust_remote_code, **kwargs)
     if placement is not None:
         kwargs["device_map"] = placement
         if max_memory:

@@ -63,25 +63,114 @@ def torch_no_grad():
     return torch.no_grad()
 
 
-def test_hub_id_not_downloaded_says_so_and_a_cached_snapshot_is_hashed(tmp_path, monkeypatch, caplog):
+def _cache_snapshot(cache, repo_id, sha, seed=1, ref="main"):
+    """A snapshot in a Hugging Face cache, in the layout huggingface_hub writes (refs/<ref> -> sha)."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snap = repo / "snapshots" / sha
+    model, tok = models.tiny_random("chatml", seed=seed)
+    model.save_pretrained(snap)
+    tok.save_pretrained(snap)
+    if ref:
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / ref).write_text(sha)
+    return snap
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE=1 with an empty Hugging Face cache under tmp_path: nothing reaches the network."""
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    card = models.prepare("org/not-downloaded", tmp_path / "c1")
-    assert card["weights_hashed"] is False and card["weights_sha256"] == {}
-    assert "not downloaded" in card["identity_note"] and "not in the local Hugging Face cache" in caplog.text
-    assert models.prepare("org/other", tmp_path / "c2")["identity"] != card["identity"]
-    # a snapshot in the local cache (the layout huggingface_hub writes) is hashed without any download
-    repo = tmp_path / "hub/models--org--cached"
-    snap = repo / "snapshots" / ("ab" * 20)
-    model, tok = models.tiny_random("chatml", seed=1)
-    model.save_pretrained(snap)
-    tok.save_pretrained(snap)
-    (repo / "refs").mkdir()
-    (repo / "refs/main").write_text("ab" * 20)
-    cached = models.prepare("org/cached", tmp_path / "c3")
-    assert cached["weights_hashed"] is True and cached["weights_folder"] == str(snap)
-    assert cached["weights_sha256"]["model.safetensors"] == io.sha256_file(snap / "model.safetensors")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return tmp_path / "hub"
+
+
+def test_a_hub_id_resolves_once_to_a_pinned_snapshot_that_later_jobs_load_offline(tmp_path, offline_cache):
+    snap = _cache_snapshot(offline_cache, "org/cached", "ab" * 20)
+    card = models.prepare("org/cached", tmp_path / "c1")
+    assert card["kind"] == "hub" and card["source"] == "org/cached"
+    assert card["revision"] == "main" and card["commit_sha"] == "ab" * 20 and card["path"] == str(snap)
+    assert card["weights_hashed"] is True
+    assert card["weights_sha256"]["model.safetensors"] == io.sha256_file(snap / "model.safetensors")
+    model, tok = models.load(tmp_path / "c1/model.json", device="cpu")  # the snapshot folder, local files only
+    assert model.config.hidden_size == 32 and tok.padding_side == "left"
+    # a pinned commit is that snapshot, whatever main points at
+    other = _cache_snapshot(offline_cache, "org/cached", "cd" * 20, seed=2, ref=None)
+    pinned = models.prepare("org/cached", tmp_path / "c2", revision="cd" * 20)
+    assert pinned["revision"] == pinned["commit_sha"] == "cd" * 20 and pinned["path"] == str(other)
+    assert pinned["identity"] != card["identity"]
+    # the snapshot removed from the cache: the job says to prepare the model again
+    import shutil
+
+    shutil.rmtree(snap)
+    with pytest.raises(models.ModelError, match=r"is gone from the Hugging Face cache; rerun prepare_model"):
+        models.load(tmp_path / "c1/model.json", device="cpu")
+
+
+def test_prepare_asks_the_hub_for_safetensors_configs_and_tokenizer_only(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    snap = _cache_snapshot(tmp_path / "hub", "org/m", "ef" * 20)
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: calls.append((repo, kw)) or str(snap))
+    card = models.prepare("org/m", tmp_path / "card", revision="v1.0")
+    (repo, kw), = calls
+    assert repo == "org/m" and kw["revision"] == "v1.0"
+    assert "*.safetensors" in kw["allow_patterns"] and "*.json" in kw["allow_patterns"]
+    assert not any(p.endswith((".bin", ".pt", ".pth")) for p in kw["allow_patterns"])
+    assert card["revision"] == "v1.0" and card["commit_sha"] == "ef" * 20
+    (snap / "model.safetensors").unlink()  # a repository with pickled weights only
+    (snap / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(models.ModelError, match=r"org/m \(revision v1.0\): the snapshot .* has no \*.safetensors"):
+        models.prepare("org/m", tmp_path / "card2", revision="v1.0")
+
+
+def test_an_empty_cache_offline_fails_in_seconds_saying_how_to_download(tmp_path, offline_cache):
+    import time
+
+    t0 = time.time()
+    with pytest.raises(models.ModelError) as e:
+        models.prepare("meta-llama/Meta-Llama-3-8B-Instruct", tmp_path / "card")
+    assert time.time() - t0 < 10
+    msg = str(e.value)
+    assert "model meta-llama/Meta-Llama-3-8B-Instruct (revision main): HF_HUB_OFFLINE=1 is set" in msg
+    assert str(offline_cache) in msg and "`hf download meta-llama/Meta-Llama-3-8B-Instruct --revision main`" in msg
+    assert not (tmp_path / "card/model.json").exists()
+
+
+def _hub_error(cls, status):
+    import httpx2
+
+    url = "https://huggingface.co/api/models/org/m/revision/main"
+    return cls(f"{status} error", response=httpx2.Response(status, request=httpx2.Request("GET", url)))
+
+
+@pytest.mark.parametrize("error, expected", [
+    ("gated", r"org/m \(revision main\) is gated: accept its licence on https://huggingface.co/org/m .* "
+              r"HF_TOKEN=<token> or run `hf auth login`"),
+    ("missing", r"org/m \(revision main\): no such repository on the hub .* a private repository also needs a token"),
+    ("revision", r"org/m \(revision main\): no revision 'main' on the hub; set models.<name>.revision"),
+    ("network", r"org/m \(revision main\): the hub cannot be reached and the Hugging Face cache .* "
+                r"`hf download org/m --revision main`, then set HF_HUB_OFFLINE=1"),
+])
+def test_hub_failures_name_the_model_and_what_to_do(tmp_path, monkeypatch, error, expected):
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    exc = {"gated": lambda: _hub_error(errors.GatedRepoError, 401),
+           "missing": lambda: _hub_error(errors.RepositoryNotFoundError, 404),
+           "revision": lambda: _hub_error(errors.RevisionNotFoundError, 404),
+           "network": lambda: errors.LocalEntryNotFoundError("An error happened while trying to locate the files")}[error]
+
+    def fail(repo_id, **kw):
+        raise exc()
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(models.ModelError, match=expected):
+        models.prepare("org/m", tmp_path / "card")
+    assert not (tmp_path / "card/model.json").exists()
 
 
 def test_tuned_card_identity_covers_weights_recipe_and_base(cards, tmp_path):
