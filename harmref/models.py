@@ -84,13 +84,22 @@ def _source_kind(source: str) -> str:
     return "hub"
 
 
-def tiny_random(template: str = "chatml", seed: int = 0, n_layers: int = 4, d_model: int = 32):
-    """A tiny random Llama with a byte-level tokenizer and a real chat template, built offline.
+# the architectures `tiny_random` builds, and the chat template each family ships with
+FAMILIES = {"llama": "llama3", "qwen2": "chatml", "mistral": "mistral", "gemma2": "gemma", "phi3": "phi3"}
+
+
+def tiny_random(template: str = "chatml", seed: int = 0, n_layers: int = 4, d_model: int = 32, arch: str = "llama"):
+    """A tiny random chat model (default a Llama) with a real chat template, built offline.
+
+    arch: llama | qwen2 (q/k/v biases, untied head) | mistral | gemma2 (sliding-window and global layers,
+    logit soft-capping, scaled embeddings) | phi3 (fused qkv and gate-up projections), each from its own
+    transformers config class (`FAMILIES` names the template each family ships with).
 
     template: chatml | llama2 | llama3 | llama31 (Llama-3 with the date header of Llama-3.1, rendered by
     `strftime_now`) | mistral ([INST] as control tokens, no system role: strict alternation) | gemma
-    (<start_of_turn>, rejects a system role). mistral and gemma have a SentencePiece-style (Metaspace,
-    prefix space on the first piece) character tokenizer, the others a byte-level one.
+    (<start_of_turn>, rejects a system role) | phi3 (<|user|> … <|end|>, a system turn allowed). mistral,
+    gemma and phi3 have a SentencePiece-style (Metaspace, prefix space on the first piece) character
+    tokenizer, the others a byte-level one.
     Used by the tests and the `.test` workflow config.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -104,9 +113,10 @@ def tiny_random(template: str = "chatml", seed: int = 0, n_layers: int = 4, d_mo
         "llama31": llama3,
         "mistral": ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"],
         "gemma": ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"],
+        "phi3": ["<unk>", "<s>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"],
     }[template]
     vocab = {tok: i for i, tok in enumerate(specials)}
-    if template in ("mistral", "gemma"):
+    if template in ("mistral", "gemma", "phi3"):
         chars = [chr(i) for i in range(33, 127)] + ["\u2581", "\n", "\t"]
         vocab.update({ch: len(specials) + i for i, ch in enumerate(chars)})
         backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
@@ -153,6 +163,16 @@ def tiny_random(template: str = "chatml", seed: int = 0, n_layers: int = 4, d_mo
             "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
             "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
         )
+    elif template == "phi3":  # Phi-3(.5)-mini-instruct's template: <|role|>\n … <|end|>, a turn ends with <|end|>
+        tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="<|end|>",
+                                      pad_token="<|endoftext|>", unk_token="<unk>")
+        tok.chat_template = (
+            "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}"
+            "{{ '<|system|>\n' + message['content'] + '<|end|>\n' }}{% elif message['role'] == 'user' %}"
+            "{{ '<|user|>\n' + message['content'] + '<|end|>\n' }}{% elif message['role'] == 'assistant' %}"
+            "{{ '<|assistant|>\n' + message['content'] + '<|end|>\n' }}{% endif %}{% endfor %}"
+            "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+        )
     else:
         tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
         header = ""
@@ -173,13 +193,34 @@ def tiny_random(template: str = "chatml", seed: int = 0, n_layers: int = 4, d_mo
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    common = dict(
         vocab_size=len(vocab), hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
-    model = LlamaForCausalLM(config).eval()
-    return model, tok
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=True))
+    else:
+        model = _tiny_family(arch, common, d_model)
+    return model.eval(), tok
+
+
+def _tiny_family(arch: str, common: dict, d_model: int):
+    import transformers as tf
+
+    head_dim = d_model // common["num_attention_heads"]
+    if arch == "qwen2":
+        return tf.Qwen2ForCausalLM(tf.Qwen2Config(**common, tie_word_embeddings=False))
+    if arch == "mistral":
+        return tf.MistralForCausalLM(tf.MistralConfig(**common, sliding_window=4096, tie_word_embeddings=False))
+    if arch == "gemma2":  # layers alternate sliding-window (here 8 tokens, so prompts exceed it) and global attention
+        return tf.Gemma2ForCausalLM(tf.Gemma2Config(
+            **common, head_dim=head_dim, query_pre_attn_scalar=head_dim, sliding_window=8,
+            attn_logit_softcapping=50.0, final_logit_softcapping=30.0, tie_word_embeddings=True))
+    if arch == "phi3":
+        return tf.Phi3ForCausalLM(tf.Phi3Config(**common, original_max_position_embeddings=2048,
+                                                tie_word_embeddings=False))
+    raise ModelError(f"tiny_random: unknown arch {arch!r} (expected one of {', '.join(FAMILIES)})")
 
 
 def prepare(source: str, out_dir, sha256: str | None = None, trust_remote_code: bool = False, seed: int = 0,
@@ -206,9 +247,10 @@ def prepare(source: str, out_dir, sha256: str | None = None, trust_remote_code: 
         model, tok = _load_gguf(gguf)
         _save_dir(model, tok, out_dir)
         card["path"] = str(out_dir)
-    elif kind == "tiny-random":
-        template = source.split(":", 1)[1] if ":" in source else "chatml"
-        model, tok = tiny_random(template=template, seed=seed)
+    elif kind == "tiny-random":  # tiny-random[:template[:arch]]
+        parts = source.split(":")
+        template = parts[1] if len(parts) > 1 else "chatml"
+        model, tok = tiny_random(template=template, seed=seed, arch=parts[2] if len(parts) > 2 else "llama")
         _save_dir(model, tok, out_dir)
         card["path"] = str(out_dir)
         card["seed"] = seed  # the random weights depend on it
