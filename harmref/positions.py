@@ -82,6 +82,8 @@ def _render(tokenizer, messages, when: datetime.datetime, name: str, system_prom
     try:
         with fixed_date(when):
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except jinja2.exceptions.TemplateSyntaxError as err:
+        raise TemplateError(f"the chat template of model {name!r} is not valid Jinja: {err}") from None
     except jinja2.exceptions.TemplateError as err:
         if system_prompt is not None:
             fix = (f"harmref sends [system, user]: this template takes no system message or demands strict "
@@ -229,19 +231,26 @@ class _Vocab:
         # the unknown token is what the model itself gives unknown characters: not a sign of a control string
         self.boundary = {i: c for i, c in control.items() if i != tokenizer.unk_token_id}
         self.pattern = re.compile("|".join(map(re.escape, sorted(set(control.values()), key=len, reverse=True))) or "(?!)")
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is None:
+        self.backend = getattr(tokenizer, "backend_tokenizer", None)
+        if self.backend is None:
             raise TemplateError(f"{type(tokenizer).__name__} is not a fast tokenizer; harmref needs character offsets")
-        from tokenizers import Tokenizer
-
-        spec = json.loads(backend.to_str())
-        spec["added_tokens"] = [t for t in spec.get("added_tokens", []) if t["id"] not in control]
-        self.text = Tokenizer.from_str(json.dumps(spec))
-        self.text.no_padding()
-        self.text.no_truncation()
-        self.newline = self.text.encode("\n", add_special_tokens=False).ids
+        self._text = None
         self.modes: dict = {}
         self.key = template
+
+    @property
+    def text(self):
+        """The backend without the control tokens (built on first use: a copy of the whole vocabulary)."""
+        if self._text is None:
+            from tokenizers import Tokenizer
+
+            spec = json.loads(self.backend.to_str())
+            spec["added_tokens"] = [t for t in spec.get("added_tokens", []) if t["id"] not in self.control]
+            self._text = Tokenizer.from_str(json.dumps(spec))
+            self._text.no_padding()
+            self._text.no_truncation()
+            self.newline = self._text.encode("\n", add_special_tokens=False).ids
+        return self._text
 
 
 _VOCABS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -269,7 +278,7 @@ def text_ids(tokenizer, text: str) -> list[int]:
 def _encode_text(v: _Vocab, text: str, mode: str):
     """(ids, offsets) of `text` with no control token matched; `newline`: encoded after a dropped "\n"."""
     if mode == "newline":
-        enc = v.text.encode("\n" + text, add_special_tokens=False)
+        enc = v.text.encode("\n" + text, add_special_tokens=False)  # (v.text sets v.newline)
         n = len(v.newline)
         if enc.ids[:n] == v.newline:
             return enc.ids[n:], [(max(s - 1, 0), max(e - 1, 0)) for s, e in enc.offsets[n:]]

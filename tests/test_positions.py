@@ -259,3 +259,10 @@ def test_workflow_records_the_template_and_reruns_on_a_new_date(tmp_path):
     p = subprocess.run(dry + ["--configfile", str(tmp_path / "later.yaml")], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "rule extract_hidden" in p.stdout + p.stderr and "rule generate" in p.stdout + p.stderr
+
+
+def test_broken_template_is_named():
+    _, tok = models.tiny_random("chatml")
+    tok.chat_template = "{% for m in messages %}{{ m.content }"
+    with pytest.raises(TemplateError, match="chat template of model 'x' is not valid Jinja"):
+        ChatFormat.from_tokenizer(tok, model="x")
