@@ -7,6 +7,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 
 
@@ -27,6 +30,8 @@ include: "rules/steering.smk"
 include: "rules/belief.smk"
 # the claims, the paper's tables beside ours, the results index (after every analysis rule file)
 include: "rules/report.smk"
+# last: it renders every table the rules above list in FINAL_TARGETS
+include: "rules/report_html.smk"
 
 
 onsuccess:

@@ -100,17 +100,25 @@ def clustering_table(evals: list[tuple[str, torch.Tensor, list[str], list[bool]]
             for g in sorted(set(groups)):
                 idx = torch.tensor([x == g for x in groups])
                 mean = s[idx].mean(0)
-                for layer, v in enumerate(mean.tolist()):
-                    rows.append({"set": name, "group": g, "position": pos, "layer": layer, "mean_s": v, "n": int(idx.sum())})
+                sd = s[idx].std(0) if int(idx.sum()) > 1 else torch.full_like(mean, float("nan"))
+                for layer, (v, sv) in enumerate(zip(mean.tolist(), sd.tolist())):
+                    rows.append({"set": name, "group": g, "position": pos, "layer": layer, "mean_s": v, "sd_s": sv, "n": int(idx.sum())})
     return pd.DataFrame(rows)
 
 
 def pooled_clustering(clust: pd.DataFrame) -> pd.DataFrame:
-    """Fig 2 data: mean s per group, pooled over sets (weighted by n)."""
+    """Fig 2 data: mean s per group, pooled over sets (weighted by n), and the pooled per-prompt SD `sd_s` if given."""
     c = clust.assign(w=clust["mean_s"] * clust["n"])
-    g = c.groupby(["group", "position", "layer"], as_index=False)[["w", "n"]].sum()
+    cols = ["w", "n"]
+    if "sd_s" in clust:  # Σ s² per set = sd²(n−1) + n·mean²
+        c["w2"] = clust["sd_s"].fillna(0.0) ** 2 * (clust["n"] - 1) + clust["n"] * clust["mean_s"] ** 2
+        cols.append("w2")
+    g = c.groupby(["group", "position", "layer"], as_index=False)[cols].sum()
     g["mean_s"] = g["w"] / g["n"]
-    return g.drop(columns="w")
+    if "w2" in g:
+        var = (g["w2"] - g["n"] * g["mean_s"] ** 2) / (g["n"] - 1)
+        g["sd_s"] = var.clip(lower=0).pow(0.5).where(g["n"] > 1)
+    return g.drop(columns=[c for c in ("w", "w2") if c in g])
 
 
 def position_table(pooled: pd.DataFrame, layers: tuple[int, int], positions: list[str]) -> pd.DataFrame:
@@ -148,7 +156,7 @@ def harmfulness_accuracy(h: torch.Tensor, is_harmful: torch.Tensor, cents: dict,
         d = belief_score(h[:, :, i], cents["mu_harmful"][:, i], cents["mu_harmless"][:, i])
         all_layers[f"acc_{pos}"] = float(((d >= 0) == is_harmful.bool()).double().mean())
         all_layers[f"auroc_{pos}"] = auroc(d, is_harmful)
-    return pd.concat([df.astype({"layer": object}), pd.DataFrame([all_layers])], ignore_index=True)
+    return pd.concat([df.astype({"layer": object}), pd.DataFrame([all_layers])], ignore_index=True).assign(n=int(h.shape[0]))
 
 
 def category_directions(h_cat: torch.Tensor, categories: list[str], mu_harmless: torch.Tensor, inst: int) -> dict:

@@ -7,6 +7,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+def wilson(k, n, z: float = 1.96):
+    """Wilson score interval (lo, hi) of a proportion k/n, as fractions; k may be an array; n > 0."""
+    import numpy as np
+
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    p = k / n
+    den = 1 + z**2 / n
+    mid = (p + z**2 / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / den
+    return np.clip(mid - half, 0, 1), np.clip(mid + half, 0, 1)
+
+
 GROUP_STYLE = {
     "refused-harmful": ("tab:red", "-"),
     "accepted-harmless": ("tab:green", "-"),
@@ -15,44 +27,133 @@ GROUP_STYLE = {
 }
 
 
-def clustering_figure(pooled, model: str, post_position: str):
+def clustering_figure(pooled, model: str, post_position: str, paper=None):
     """Paper Fig 2: mean clustering score s^l by layer, per behaviour group, at t_inst and t_post-inst.
 
-    `post_position` is the label of t_post-inst (the last captured position, e.g. `post_6`).
+    `post_position` is the label of t_post-inst (the last captured position, e.g. `post_6`). Bands: ± 1.96
+    SE of each group mean (from the per-prompt SD `sd_s`). `paper`: the paper's values for this model
+    ({"t_inst": {group: entry}, "t_post-inst": …}, default: harmref/paper_numbers.yaml), drawn as hatched
+    spans (a range) or dotted lines (a value) in the group's colour.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, pos, title in ((axes[0], "t_inst", "t_inst"), (axes[1], post_position, f"t_post-inst ({post_position})")):
+    paper = paper_numbers("fig2", model) if paper is None else paper
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2 if not paper else 5.2))
+    for ax, pos, key, title in ((axes[0], "t_inst", "t_inst", "t_inst"),
+                                (axes[1], post_position, "t_post-inst", f"t_post-inst ({post_position})")):
         sub = pooled[pooled["position"] == pos]
+        for g, entry in (paper.get(key) or {}).items():
+            color = GROUP_STYLE.get(g, ("tab:purple", "-"))[0]
+            label = paper_label(entry, g, model)
+            if "range" in entry:
+                ax.axhspan(*entry["range"], facecolor="none", edgecolor=color, hatch="///", lw=0.6, alpha=0.6, label=label)
+            else:
+                ax.axhline(entry["value"], color=color, ls=":", lw=1.5, label=label)
         for g, (color, ls) in GROUP_STYLE.items():
             d = sub[sub["group"] == g].sort_values("layer")
             if len(d):
                 ax.plot(d["layer"], d["mean_s"], color=color, ls=ls, marker="o", ms=3, label=f"{g} (n={int(d['n'].iloc[0])})")
+                if "sd_s" in d and d["sd_s"].notna().any():  # ± 1.96 SE of the group mean
+                    se = 1.96 * d["sd_s"] / d["n"].pow(0.5)
+                    ax.fill_between(d["layer"], d["mean_s"] - se, d["mean_s"] + se, color=color, alpha=0.15, lw=0)
+        if "sd_s" in sub and sub["sd_s"].notna().any():
+            ax.plot([], [], color="grey", alpha=0.3, lw=6, label="± 1.96 SE of the group mean")
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_title(title)
         ax.set_xlabel("layer (residual stream entry)")
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel("mean s = cos(h, μ_RH) − cos(h, μ_AH)")
+        ax.set_ylabel("mean s = cos(h, μ_RH) − cos(h, μ_AH)")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14))  # under the panel, off the curves
     fig.suptitle(f"{model}: clustering by behaviour group (paper Fig 2; RH = refused-harmful, AH = accepted-harmless centroids)", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def cosine_figure(cos, model: str):
-    """Cosine between harmfulness and refusal directions by layer, same and across positions."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for col, label in (
-        ("cos_harm_inst__refusal_post", "harm@t_inst vs refusal@t_post (paper)"),
-        ("cos_harm_post__refusal_post", "harm vs refusal, both @t_post"),
-        ("cos_harm_inst__refusal_inst", "harm vs refusal, both @t_inst"),
-        ("cos_harm_inst__harm_post", "harm@t_inst vs harm@t_post (position control)"),
-    ):
-        ax.plot(cos["layer"], cos[col], marker="o", ms=3, label=label)
+COSINE_CURVES = (
+    # column, label, style: the paper's comparison first, drawn widest so a curve on top of it stays visible
+    ("cos_harm_inst__refusal_post", "harm@t_inst vs refusal@t_post-inst (the paper's comparison)", dict(color="tab:red", lw=4.5, alpha=0.45, marker="o", ms=7)),
+    ("cos_harm_inst__harm_post", "harm@t_inst vs harm@t_post-inst (position control)", dict(color="black", lw=1.4, ls="--", marker="x", ms=5)),
+    ("cos_harm_post__refusal_post", "harm vs refusal, both @t_post-inst", dict(color="tab:blue", lw=1.6, marker="s", ms=3.5)),
+    ("cos_harm_inst__refusal_inst", "harm vs refusal, both @t_inst", dict(color="tab:green", lw=1.2, ls=":", marker="^", ms=4)),
+)
+COINCIDE_TOL = 0.02
+
+
+def coinciding(cos, columns, tol: float = COINCIDE_TOL) -> dict[str, str]:
+    """{column: earlier column it lies on at every layer (|Δ| < tol)}: curves that would hide each other."""
+    out = {}
+    for i, a in enumerate(columns):
+        for b in columns[:i]:
+            if b not in out and cos[a].notna().any() and (cos[a] - cos[b]).abs().max() < tol:
+                out[a] = b
+                break
+    return out
+
+
+def paper_numbers(section: str, model: str) -> dict:
+    """The paper's numbers of one figure for `model` (harmref/paper_numbers.yaml); {} for a model not in the paper."""
+    from harmref import paper
+
+    return paper.get(section, model)
+
+
+def paper_label(entry: dict, what: str, model: str, unit: str = "") -> str:
+    """Legend text of one paper value: "paper (Llama3-Instruct-8B) harmfulness: 94 % (layer 9), text";
+    values read off a plot carry ≈."""
+    from harmref import paper
+
+    v = entry["range"] if "range" in entry else entry["value"]
+    num = f"{v[0]:g}…{v[1]:g}" if isinstance(v, (list, tuple)) else f"{v:g}"
+    src = entry.get("source", "")
+    approx = "≈ " if "≈" in src else ""
+    layer = f" (layer {entry['layer']})" if entry.get("layer") is not None else ""
+    how = {"P": "paper text", "W": "paper figure", "W≈": "read off the paper's figure", "A": "released tensors"}.get(src, src)
+    note = f" ({entry['note']})" if entry.get("note") else ""
+    return f"paper ({paper.paper_name(model) or model}) {what}: {approx}{num}{unit}{layer}{note}, {how}"
+
+
+def _span(v) -> tuple[float, float]:
+    """(lo, hi) of a value, a [lo, hi] range or a layer string such as "9–10"."""
+    if isinstance(v, (list, tuple)):
+        return float(v[0]), float(v[1])
+    if isinstance(v, str):
+        lo, _, hi = v.replace("-", "–").partition("–")
+        return float(lo), float(hi or lo)
+    return float(v), float(v)
+
+
+def _paper_lines(ax, paper, **kw):
+    """Horizontal reference lines for the paper's values: [{"y", "label"}]; labels carry ≈ when read off a plot."""
+    for k, ref in enumerate(paper or []):
+        ax.axhline(ref["y"], color="tab:purple", ls=(0, (4, 2)), lw=1.2, label=ref["label"], **kw)
+
+
+def cosine_figure(cos, model: str, paper=None):
+    """Cosine between harmfulness and refusal directions by layer, same and across positions.
+
+    Each curve has its own colour, line style and marker; a curve within 0.02 of an earlier one at every
+    layer says so in the legend (it would otherwise hide under it). `paper`: optional reference values
+    [{"y", "label"}] drawn as dashed purple lines.
+    """
+    if paper is None:
+        entry = paper_numbers("cosine", model).get("harmfulness_refusal")
+        paper = [{"y": entry["value"], "label": paper_label(entry, "mean cos over layers", model)}] if entry else []
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    cols = [c for c, _, _ in COSINE_CURVES if c in cos]
+    same = coinciding(cos, cols)
+    labels = {c: label for c, label, _ in COSINE_CURVES}
+    for z, (col, label, style) in enumerate(COSINE_CURVES):
+        if col not in cos:
+            continue
+        if cos[col].isna().all():
+            label += "\n  undefined at every layer (a behaviour group is empty: no refusal direction)"
+        elif col in same:
+            label += f"\n  = «{labels[same[col]].split(' (')[0]}» at every layer (|Δ| < {COINCIDE_TOL})"
+        ax.plot(cos["layer"], cos[col], label=label, zorder=2 + z, **style)
+    _paper_lines(ax, paper)
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_ylim(-1, 1)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("cosine")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("layer (residual stream entry)")
+    ax.set_ylabel("cosine between the two directions")
     ax.set_title(f"{model}: harmfulness vs refusal direction")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -67,6 +168,7 @@ def positions_figure(table, model: str, layers):
             ax.plot(list(x), table[g], marker="o", color=color, label=g)
     ax.set_xticks(list(x), table["position"], rotation=45, ha="right")
     ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("token position (t_inst−2 … t_inst, then the post-instruction tokens up to t_post-inst)")
     ax.set_ylabel(f"mean s over layers {layers[0]}–{layers[1]}")
     ax.set_title(f"{model}: which position carries harmfulness? (paper Fig 14)")
     ax.legend(fontsize=8)
@@ -78,8 +180,14 @@ def accuracy_figure(acc, model: str):
     """Held-out accuracy of the centroid rule by layer at t_inst and t_post-inst."""
     per = acc[acc["layer"].apply(lambda x: isinstance(x, int))]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(per["layer"], per["acc_inst"], marker="o", ms=3, label="t_inst")
-    ax.plot(per["layer"], per["acc_post"], marker="o", ms=3, label="t_post-inst")
+    n = int(acc["n"].iloc[0]) if "n" in acc and len(acc) else None
+    for col, label, color, ls in (("acc_inst", "t_inst", "tab:blue", "-"), ("acc_post", "t_post-inst", "tab:orange", "--")):
+        ax.plot(per["layer"], per[col], marker="o", ms=3, color=color, ls=ls, label=label + (f" (n={n} held out)" if n else ""))
+        if n:
+            lo, hi = wilson(per[col].astype(float) * n, n)
+            ax.fill_between(per["layer"].astype(float), lo, hi, color=color, alpha=0.15, lw=0)
+    if n:
+        ax.plot([], [], color="grey", alpha=0.3, lw=6, label="Wilson 95 % interval")
     ax.axhline(0.5, color="grey", lw=0.8)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("layer")
@@ -148,7 +256,44 @@ def _no_data(title):
     return fig
 
 
-def _steering_panels(df, metrics, title):
+RATE_N = {"rate_%": "n", "no_%": "n_valid", "invalid_%": "n", "refusal_text_%": "n"}  # the count behind each rate
+
+
+def _paper_points(ax, paper, arm_colors=None):
+    """The paper's values on a by-layer panel: [{"entry", "label", "arm"}] (entries of paper_numbers.yaml).
+
+    An entry with a layer is an open diamond at that layer (bars where the layer or value is a range); one
+    without a layer holds at every layer: a hatched span (range) or a dotted line (value). Colour: the arm's.
+    """
+    for ref in paper:
+        entry = ref["entry"]
+        color = (arm_colors or {}).get(ref.get("arm"), "tab:gray" if ref.get("arm") == "baseline" else "tab:purple")
+        y = entry["range"] if "range" in entry else entry["value"]
+        if entry.get("layer") is None:
+            if isinstance(y, (list, tuple)):
+                ax.axhspan(*y, facecolor="none", edgecolor=color, hatch="///", lw=0.6, alpha=0.6, label=ref["label"])
+            else:
+                ax.axhline(y, color=color, ls=":", lw=1.5, label=ref["label"])
+            continue
+        (x0, x1), (y0, y1) = _span(entry["layer"]), _span(y)
+        xs, ys = (x0 + x1) / 2, (y0 + y1) / 2
+        ax.errorbar([xs], [ys], xerr=[[xs - x0], [x1 - xs]] if x1 > x0 else None,
+                    yerr=[[ys - y0], [y1 - ys]] if y1 > y0 else None, fmt="D", ms=7, mfc="none", mew=1.6,
+                    capsize=3, color=color, label=ref["label"], zorder=10)
+
+
+def _match_arm(key: str, arms) -> str | None:
+    """The plotted arm a paper key names: "harmfulness" → "+harmfulness…", "-refusal@all" → "-refusal@all"."""
+    if key == "baseline":
+        return "baseline"
+    want = key if key[0] in "+-" else "+" + key
+    for arm in arms:
+        if arm == want or arm.startswith(want.split("@")[0]) and ("@" not in want or arm.endswith(want.split("@")[1])):
+            return arm
+    return None
+
+
+def _steering_panels(df, metrics, title, paper=None):
     """Rows = metrics (column, y label), columns = (set, question) cells; one curve per arm."""
     cells = list(dict.fromkeys(zip(df["set"], df["question_id"])))
     if not cells:
@@ -160,11 +305,24 @@ def _steering_panels(df, metrics, title):
         arms = [a for a in dict.fromkeys(cell["arm"]) if a != "baseline"]
         for i, (col, ylabel) in enumerate(metrics):
             ax = axes[i, j]
+            ncol = RATE_N.get(col)
+            arm_colors = {arm: ARM_COLORS[k % len(ARM_COLORS)] for k, arm in enumerate(arms)}
             for k, arm in enumerate(arms):
                 d = cell[(cell["arm"] == arm) & (cell["control"] == "layer_sweep")].sort_values("layer")
-                ax.plot(d["layer"], d[col], marker="o", ms=3, color=ARM_COLORS[k % len(ARM_COLORS)], label=arm)
+                color = ARM_COLORS[k % len(ARM_COLORS)]
+                ax.plot(d["layer"], d[col], marker="o", ms=3, color=color, label=arm)
+                if ncol in d and len(d):
+                    ok = d[ncol].astype(float) > 0
+                    lo, hi = wilson((d[col] / 100 * d[ncol])[ok].astype(float), d[ncol][ok].astype(float))
+                    ax.fill_between(d["layer"][ok].astype(float), 100 * lo, 100 * hi, color=color, alpha=0.13, lw=0)
             if len(base) and col in base:
                 ax.axhline(float(base[col].iloc[0]), color="black", ls="--", lw=1, label="unsteered")
+            if ncol in cell and i == 0:
+                ax.plot([], [], color="grey", alpha=0.3, lw=6, label="Wilson 95 % interval")
+            if paper and col == paper["metric"]:
+                side = paper["sides"].get(set_name, paper["sides"].get(None, {}))
+                _paper_points(ax, [{"entry": e, "arm": _match_arm(k, [*arms, "baseline"]), "label": paper_label(e, k, paper["model"], " %")}
+                                   for k, e in side.items() if isinstance(e, dict)], arm_colors)
             if "%" in ylabel:
                 ax.set_ylim(-3, 103)
             ax.xaxis.get_major_locator().set_params(integer=True)
@@ -172,72 +330,113 @@ def _steering_panels(df, metrics, title):
             if i == 0:
                 n = int(base["n"].iloc[0]) if len(base) else int(cell["n"].max())
                 ax.set_title(f"{set_name}" + (f", {q}" if q is not None else "") + f" (n={n} per layer)")
-            if i == len(metrics) - 1:
-                ax.set_xlabel("steered layer l (vector added at the input of decoder layer l)")
-        axes[0, j].legend(fontsize=7)
+            ax.set_xlabel("steered layer l (vector added at the input of decoder layer l)" if i == len(metrics) - 1
+                          else "steered layer l", fontsize=8 if i < len(metrics) - 1 else None)
+        # the legend of a column (its arms, the unsteered line, the paper's values) goes under the column, off the data
+        handles, labels = axes[0, j].get_legend_handles_labels()
+        axes[-1, j].legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=1)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def steering_refusal_figure(table, model: str):
-    """Paper Fig 4: refusal rate of accepted-harmless prompts by steered layer, one curve per direction."""
+def steering_refusal_figure(table, model: str, paper=None):
+    """Paper Fig 4: refusal rate of accepted-harmless prompts by steered layer, one curve per direction.
+
+    Bands: Wilson 95 % intervals from each layer's n. `paper`: the paper's values for this model
+    ({"baseline", "harmfulness", "refusal": entry}; default harmref/paper_numbers.yaml, none for a model
+    that is not one of the paper's), drawn on the rate panel (see `_paper_points`).
+    """
+    paper = paper_numbers("fig4", model) if paper is None else paper
     return _steering_panels(
         table.assign(question_id=None),
         [("rate_%", "refusal rate % (substring)"), ("score", "refusal log-odds, 1st token")],
         f"{model}: steering accepted harmless prompts toward refusal (paper Fig 4)",
+        paper={"metric": "rate_%", "model": model, "sides": {None: paper}} if paper else None,
     )
 
 
-def reply_inversion_figure(table, model: str):
-    """Paper Fig 5: "No" rate by steered layer per direction, harmless and harmful prompts."""
+def reply_inversion_figure(table, model: str, paper=None):
+    """Paper Fig 5: "No" rate by steered layer per direction, harmless and harmful prompts.
+
+    `paper`: the paper's "No" % ({"harmless": {arm: entry}, "harmful": …}; default harmref/paper_numbers.yaml),
+    drawn on the "No" panels of the harmless and the harmful prompt set (the set whose name says which).
+    """
+    paper = paper_numbers("fig5", model) if paper is None else paper
+    sides = {}
+    for set_name in dict.fromkeys(table["set"]) if len(table) else []:
+        kind = [k for k in ("harmless", "harmful") if k in str(set_name)]
+        if len(kind) == 1 and kind[0] in paper:
+            sides[set_name] = paper[kind[0]]
     return _steering_panels(
         table,
         [("no_%", '"No" % of valid answers'), ("invalid_%", "invalid answers %"),
          ("refusal_text_%", "replies that are refusals %"), ("score", "log P(Certainly) − log P(No), 1st token")],
         f"{model}: reply inversion under steering (paper Fig 5)",
+        paper={"metric": "no_%", "model": model, "sides": sides} if sides else None,
     )
 
 
+CONTROL_METRIC = {  # one metric per axis: each experiment's rate gets its own row of panels
+    "refusal": "Δ refusal rate vs unsteered (pp, substring; Fig 4 prompts)",
+    "inversion": 'Δ "No" % of valid answers vs unsteered (pp; Fig 5 prompts)',
+}
+
+
 def steering_controls_figure(controls, model: str):
-    """Controls at each arm's best layer: coefficient sweep, norm-matched and swapped-scope directions (Δ vs unsteered)."""
+    """Controls at each arm's best layer: coefficient sweep, norm-matched and swapped-scope directions (Δ vs unsteered).
+
+    One row of panels per experiment, so the refusal rate (Fig 4) and the "No" rate (Fig 5) never share an axis.
+    """
     if controls.empty:
         return _no_data(f"{model}: steering controls")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6.5))
+    exps = [e for e in CONTROL_METRIC if (controls["experiment"] == e).any()]
+    exps += [e for e in dict.fromkeys(controls["experiment"]) if e not in exps]
+    fig, axes = plt.subplots(len(exps), 2, figsize=(14, 5.6 * len(exps)), squeeze=False)
     q = controls["question_id"].map(lambda x: f" {x}" if isinstance(x, str) else "")
     controls = controls.assign(key=controls["set"] + q + " · " + controls["arm"] + " @L" + controls["layer"].astype(int).astype(str))
-    for k, (key, g) in enumerate(controls[controls["control"] == "coefficient"].groupby("key", sort=False)):
-        color = ARM_COLORS[k % len(ARM_COLORS)]
-        c0, ref = g["reference_coeff"].iloc[0], g["reference_%"].iloc[0] - g["baseline_%"].iloc[0]
-        pts = sorted([*zip(g["coeff"], g["delta_%"]), (c0, ref)])
-        ax1.plot([x for x, _ in pts], [y for _, y in pts], marker="o", ms=3, color=color, label=key)
-        ax1.plot([c0], [ref], marker="*", ms=10, color=color)
-    ax1.set_xscale("log", base=2)
-    ax1.axhline(0, color="grey", lw=0.8)
-    ax1.set_xlabel("coefficient c (h + c·v; ★ = the layer sweep's c)")
-    ax1.set_ylabel("Δ rate vs unsteered (pp): refusal % (Fig 4) / \"No\" % (Fig 5)")
-    ax1.set_title("coefficient sweep at each arm's best layer")
-    ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
-    other = controls[controls["control"].isin(["norm_matched", "scope_swap"])]
-    keys = list(dict.fromkeys(other["key"]))
-    width = 0.27
-    for i, key in enumerate(keys):
-        g = other[other["key"] == key]
-        ref = g["reference_%"].iloc[0] - g["baseline_%"].iloc[0]
-        ax2.barh(i - width, ref, width, color="tab:gray", label="as swept" if i == 0 else None)
-        for off, ctl, color in ((0, "norm_matched", "tab:olive"), (width, "scope_swap", "tab:cyan")):
-            d = g[g["control"] == ctl]
-            if len(d):
-                ax2.barh(i + off, float(d["delta_%"].iloc[0]), width, color=color,
-                         label=({"norm_matched": "other direction's norm", "scope_swap": "other direction's scope"}[ctl]
-                                if ctl not in ax2.get_legend_handles_labels()[1] and i == keys.index(key) else None))
-    ax2.set_yticks(range(len(keys)), keys, fontsize=6)
-    ax2.axvline(0, color="grey", lw=0.8)
-    ax2.set_xlabel("Δ rate vs unsteered (pp)")
-    ax2.set_title("norm-matched and swapped-scope controls")
-    handles, labels = ax2.get_legend_handles_labels()
-    uniq = dict(zip(labels, handles))
-    ax2.legend(uniq.values(), uniq.keys(), fontsize=7)
+    for row, exp in enumerate(exps):
+        ax1, ax2 = axes[row]
+        metric = CONTROL_METRIC.get(exp, f"Δ rate vs unsteered (pp; {exp})")
+        sub = controls[controls["experiment"] == exp]
+        for k, (key, g) in enumerate(sub[sub["control"] == "coefficient"].groupby("key", sort=False)):
+            color = ARM_COLORS[k % len(ARM_COLORS)]
+            c0, ref = g["reference_coeff"].iloc[0], g["reference_%"].iloc[0] - g["baseline_%"].iloc[0]
+            pts = sorted([*zip(g["coeff"], g["delta_%"]), (c0, ref)])
+            ax1.plot([x for x, _ in pts], [y for _, y in pts], marker="o", ms=3, color=color, label=key)
+            ax1.plot([c0], [ref], marker="*", ms=10, color=color)
+        ax1.set_xscale("log", base=2)
+        ax1.axhline(0, color="grey", lw=0.8)
+        ax1.set_xlabel("coefficient c (h + c·v; ★ = the layer sweep's c)")
+        ax1.set_ylabel(metric, fontsize=8)
+        ax1.set_title(f"{exp}: coefficient sweep at each arm's best layer")
+        if ax1.lines:
+            ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+        other = sub[sub["control"].isin(["norm_matched", "scope_swap"])]
+        keys = list(dict.fromkeys(other["key"]))
+        width = 0.27
+        for i, key in enumerate(keys):
+            g = other[other["key"] == key]
+            ref = g["reference_%"].iloc[0] - g["baseline_%"].iloc[0]
+            ax2.barh(i - width, ref, width, color="tab:gray", label="as swept")
+            for off, ctl, color, label in ((0, "norm_matched", "tab:olive", "other direction's norm"),
+                                           (width, "scope_swap", "tab:cyan", "other direction's scope")):
+                d = g[g["control"] == ctl]
+                if len(d):
+                    ax2.barh(i + off, float(d["delta_%"].iloc[0]), width, color=color, label=label)
+        ax2.set_yticks(range(len(keys)), keys, fontsize=6)
+        sweep, bars = sub[sub["control"] == "coefficient"], other
+        for ax, d in ((ax1, sweep), (ax2, bars)):
+            if not d["delta_%"].notna().any():
+                ax.text(0.5, 0.5, "no control with a defined rate", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax2.axvline(0, color="grey", lw=0.8)
+        ax2.set_xlabel(metric, fontsize=8)
+        ax2.set_ylabel("set · arm @ its best layer")
+        ax2.set_title(f"{exp}: norm-matched and swapped-scope controls")
+        handles, labels = ax2.get_legend_handles_labels()
+        if handles:
+            uniq = dict(zip(labels, handles))
+            ax2.legend(uniq.values(), uniq.keys(), fontsize=7)
     fig.suptitle(f"{model}: steering controls")
     fig.tight_layout()
     return fig

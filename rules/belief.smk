@@ -7,7 +7,7 @@ rule stated_belief:
         unpack(get_belief_inputs),
     output:
         tables=expand("results/{{model}}/tables/{name}.{ext}", name=("stated_belief", "belief_vs_behaviour"), ext=("csv", "md")),
-        figure="results/{model}/figures/belief_vs_behaviour.png",
+        figure=report("results/{model}/figures/belief_vs_behaviour.png", caption="../report/belief_vs_behaviour.rst", category=figure_section("belief_vs_behaviour"), subcategory="{model}"),
     params:
         eval_sets=config["directions"]["eval_sets"],
         runtime=get_runtime,

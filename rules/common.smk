@@ -4,6 +4,8 @@ import re
 
 from snakemake.utils import validate
 
+from harmref.report import figure_section  # the HTML report's section of each figure (harmref/report.py)
+
 from harmref.overrides import coerce_overrides
 
 # `--config` delivers the numbers and booleans inside a nested value as strings ('guard={llama_guard:

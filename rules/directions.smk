@@ -28,7 +28,10 @@ rule geometry:
         unpack(get_geometry_inputs),
     output:
         tables=expand("results/{{model}}/tables/{name}.{ext}", name=GEOMETRY_TABLES, ext=("csv", "md")),
-        figures=expand("results/{{model}}/figures/{name}.png", name=GEOMETRY_FIGURES),
+        figures=[
+            report(f"results/{{model}}/figures/{name}.png", caption=f"../report/{name}.rst", category=figure_section(name), subcategory="{model}")
+            for name in GEOMETRY_FIGURES
+        ],
     params:
         eval_sets=config["directions"]["eval_sets"],
         middle_layers=config["directions"]["middle_layers"],

@@ -168,7 +168,7 @@ rule fig6_jailbreaks:
     input:
         scores=rules.latent_guard.output.scores,
     output:
-        figure="results/{model}/figures/fig6_jailbreaks.png",
+        figure=report("results/{model}/figures/fig6_jailbreaks.png", caption="../report/fig6_jailbreaks.rst", category=figure_section("fig6_jailbreaks"), subcategory="{model}"),
         means=multiext("results/{model}/tables/fig6_group_means", ".csv", ".md"),
     params:
         tests=get_guard_tests,

@@ -147,7 +147,7 @@ rule finetune_attack:
     output:
         table=multiext("results/{model}/tables/finetune_attack", ".csv", ".md"),
         layers=multiext("results/{model}/tables/finetune_attack_layers", ".csv", ".md"),
-        figure="results/{model}/figures/fig7_finetune_attack.png",
+        figure=report("results/{model}/figures/fig7_finetune_attack.png", caption="../report/fig7_finetune_attack.rst", category=figure_section("fig7_finetune_attack"), subcategory="{model}"),
         responses="results/{model}/finetune_attack/responses.jsonl",
     params:
         attack=ORGANISM["attack"],

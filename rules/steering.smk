@@ -73,9 +73,9 @@ rule steering_report:
         controls=rules.steer_controls.output,
     output:
         tables=expand("results/{{model}}/tables/{name}.{ext}", name=STEERING_TABLES, ext=("csv", "md")),
-        fig4=report("results/{model}/figures/fig4_steering_refusal.png", caption="../report/fig4_steering_refusal.rst", category="Steering"),
-        fig5=report("results/{model}/figures/fig5_reply_inversion.png", caption="../report/fig5_reply_inversion.rst", category="Steering"),
-        controls=report("results/{model}/figures/steering_controls.png", caption="../report/steering_controls.rst", category="Steering"),
+        fig4=report("results/{model}/figures/fig4_steering_refusal.png", caption="../report/fig4_steering_refusal.rst", category=figure_section("fig4_steering_refusal"), subcategory="{model}"),
+        fig5=report("results/{model}/figures/fig5_reply_inversion.png", caption="../report/fig5_reply_inversion.rst", category=figure_section("fig5_reply_inversion"), subcategory="{model}"),
+        controls=report("results/{model}/figures/steering_controls.png", caption="../report/steering_controls.rst", category=figure_section("steering_controls"), subcategory="{model}"),
     log:
         "logs/steering_report/{model}.log",
     localrule: True

@@ -199,6 +199,14 @@ def test_claims_paper_tables_and_index(workdir):
     assert (res / "readme_results.md").read_text().startswith("Claims of the paper (§7) on `tiny`")
 
 
+def test_html_report_renders_in_a_browser(workdir):
+    """`snakemake --report` of this run: every figure and table in its section, opened in headless Chromium
+    (tests/test_report.py: check_report; screenshots in .ci/artefacts/)."""
+    from test_report import check_report
+
+    check_report(workdir, run)
+
+
 def test_bad_data_file_fails_clearly_and_leaves_nothing(workdir, tmp_path):
     wd = tmp_path / "bad"
     shutil.copytree(workdir / "config", wd / "config")
