@@ -144,10 +144,10 @@ def _guard_check(args) -> int:
     if not args.quiet:
         import pandas as pd
 
-        df = pd.DataFrame([{"id": r["id"], "verdict": r["verdict"], "Δharmful": r["delta_harmful"],
-                            "Δrefuse": r["delta_refuse"] if r["delta_refuse"] is not None else float("nan"),
+        df = pd.DataFrame([{"id": r["id"], "verdict": r["verdict"], "Δharmful": f"{r['delta_harmful']:+.4f}",
+                            "Δrefuse": "n/a" if r["delta_refuse"] is None else f"{r['delta_refuse']:+.4f}",
                             "prompt": r["prompt"] if len(r["prompt"]) <= 70 else r["prompt"][:67] + "..."} for r in rows])
-        sys.stdout.write(df.to_markdown(index=False, floatfmt="+.4f") + "\n")
+        sys.stdout.write(df.to_markdown(index=False, colalign=("left", "left", "right", "right", "left")) + "\n")
     k = sum(r["unsafe"] for r in rows)
     sys.stdout.write(f"{k} of {len(rows)} unsafe (Δharmful ≥ {guard.threshold:g}), guard {guard.version_} on "
                      f"{meta['model'].get('name') or meta['model'].get('source')}; model loaded and checked in {load_s:.1f} s, "
@@ -268,17 +268,12 @@ def _judge(args) -> int:
     judge = judging.make_judge(args.judge, **kwargs)
     try:
         judge.check()  # the server and the model first, before any record is read or judged
-        records = io.read_jsonl(args.path)
-        for r in records:
-            for field in ("prompt", "response"):
-                if not isinstance(r.get(field), str):
-                    raise io.DataError(args.path, "missing or non-string field", record=f"line {r['_line']}", field=field)
-        judged = judging.judge_records(records, judge)
+        judged = judging.judge_file(args.path, judge)
     except ollama.OllamaError as e:
         sys.stderr.write(f"harmref: {e}\n")
         return 3
     if args.out:
-        io.write_jsonl(args.out, [{k: v for k, v in r.items() if k != "_line"} for r in judged])
+        io.write_jsonl(args.out, judged)
     n = len(judged)
     bad = sum(r["refused"] is None for r in judged)
     k = sum(bool(r["refused"]) for r in judged)

@@ -142,7 +142,11 @@ def check_latent_guard_on_text(workdir, model="tiny"):
         acc = 100.0 * float((rows["api_unsafe"].astype(bool) == (rows["label"] == "harmful")).mean())
         assert acc == pytest.approx(t["latent_guard"], abs=1e-9), t
         compared += 1
-    assert compared >= 5
+    assert compared >= 3  # the tiny model refuses everything: the behaviour-selected rows are empty
+    # and every set's accuracy in the rule's own metrics (jailbreak and verbatim sets included)
+    by_set = io.read_json(gdir / "latent_guard.json")["by_set"]
+    for s, rows in merged.groupby("set"):
+        assert by_set[s]["accuracy"] == pytest.approx(float((rows["api_unsafe"] == (rows["label"] == "harmful")).mean()), abs=1e-12), s
     # the command line on one raw set gives the API's rows
     s = dag["set"].iloc[0]
     out = workdir / "guard_check.jsonl"
