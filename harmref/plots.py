@@ -97,16 +97,28 @@ def paper_numbers(section: str, model: str) -> dict:
 def paper_label(entry: dict, what: str, model: str, unit: str = "") -> str:
     """Legend text of one paper value: "paper (Llama3-Instruct-8B) harmfulness: 94 % (layer 9), text";
     values read off a plot carry ≈."""
-    from harmref import paper
+    note = f" ({entry['note']})" if entry.get("note") else ""
+    return f"paper ({_paper_name(model)}) {what}: {paper_value(entry, unit)}{note}, {paper_source(entry)}"
 
+
+def paper_value(entry: dict, unit: str = "") -> str:
+    """"≈ 0.06…0.15" / "94 % (layer 9)": one paper value, ≈ when it was read off a plot."""
     v = entry["range"] if "range" in entry else entry["value"]
     num = f"{v[0]:g}…{v[1]:g}" if isinstance(v, (list, tuple)) else f"{v:g}"
-    src = entry.get("source", "")
-    approx = "≈ " if "≈" in src else ""
+    approx = "≈ " if "≈" in entry.get("source", "") else ""
     layer = f" (layer {entry['layer']})" if entry.get("layer") is not None else ""
-    how = {"P": "paper text", "W": "paper figure", "W≈": "read off the paper's figure", "A": "released tensors"}.get(src, src)
-    note = f" ({entry['note']})" if entry.get("note") else ""
-    return f"paper ({paper.paper_name(model) or model}) {what}: {approx}{num}{unit}{layer}{note}, {how}"
+    return f"{approx}{num}{unit}{layer}"
+
+
+def paper_source(entry: dict) -> str:
+    src = entry.get("source", "")
+    return {"P": "paper text", "W": "paper figure", "W≈": "read off the paper's figure", "A": "released tensors"}.get(src, src)
+
+
+def _paper_name(model: str) -> str:
+    from harmref import paper
+
+    return paper.paper_name(model) or model
 
 
 def _span(v) -> tuple[float, float]:
@@ -202,14 +214,19 @@ JAILBREAK_MARKERS = ("^", "s", "D", "P", "X", "v")
 JAILBREAK_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black")
 
 
-def jailbreak_figure(groups, model: str):
+def jailbreak_figure(groups, model: str, paper=None):
     """Paper Fig 6: Δharmful (t_inst) vs Δrefuse (t_post-inst) per prompt, behaviour groups and jailbroken prompts.
 
     groups: rows with `group`, `delta_harmful`, `delta_refuse` (guards.fig6_groups). When Δrefuse is
     undefined (the model refused no training prompt, so there is no refused centroid), Δharmful is
-    drawn per group instead.
+    drawn per group instead. `paper`: the paper's ranges per group ({group: {"delta_harmful": entry,
+    "delta_refuse": entry}}, default harmref/paper_numbers.yaml, Llama2 only): dashed boxes, or a hatched
+    band where only Δrefuse is given.
     """
     import numpy as np
+    from matplotlib.patches import Rectangle
+
+    paper = paper_numbers("fig6", model) if paper is None else paper
 
     no_refuse = groups["delta_refuse"].isna().all()
     fig, ax = plt.subplots(figsize=(7 if no_refuse else 9, 5.5))
@@ -229,6 +246,21 @@ def jailbreak_figure(groups, model: str):
             marker, color = style[g]
             ax.scatter(d["delta_harmful"], y, s=40, marker=marker, color=color, edgecolor="black", linewidth=0.6,
                        alpha=0.9, label=labels[-1])
+    for g, entry in (paper.items() if not no_refuse else []):
+        if not isinstance(entry, dict) or "delta_refuse" not in entry:
+            continue
+        color = GROUP_STYLE[g][0] if g in GROUP_STYLE else style.get(g, (None, "tab:gray"))[1]
+        dr = entry["delta_refuse"]
+        (y0, y1) = _span(dr.get("range", dr.get("value")))
+        label = f"paper ({_paper_name(model)}) {g.removeprefix('jailbreak: ')}: "
+        if "delta_harmful" in entry:
+            dh = entry["delta_harmful"]
+            (x0, x1) = _span(dh.get("range", dh.get("value")))
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ls="--", lw=1.4, edgecolor=color,
+                                   label=label + f"Δh {paper_value(dh)}, Δr {paper_value(dr)} ({paper_source(dr)})"))
+        else:
+            ax.axhspan(y0, y1, facecolor="none", edgecolor=color, hatch="///", lw=0.6, alpha=0.6,
+                       label=label + f"Δr {paper_value(dr)} ({paper_source(dr)})")
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_xlabel("Δharmful at t_inst (≥ 0: Latent Guard says unsafe)")
     if no_refuse:
@@ -237,7 +269,7 @@ def jailbreak_figure(groups, model: str):
     else:
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_ylabel("Δrefuse at t_post-inst (≥ 0: refusal belief)")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     ax.set_title(f"{model}: harmfulness vs refusal belief, jailbreaks (paper Fig 6)")
     fig.tight_layout()
     return fig

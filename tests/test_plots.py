@@ -141,3 +141,16 @@ def test_steering_controls_one_metric_per_axis():
     bars = [ax for ax in inversion if "coefficient" not in ax.get_title()][0]
     assert [t.get_text() for t in bars.get_yticklabels()] == ["harmful_test q1 · -harmfulness@context @L4"]
     _labelled(fig)
+
+
+def test_fig6_paper_boxes_only_for_llama2():
+    rows = [{"group": g, "delta_harmful": h, "delta_refuse": r} for g, h, r in
+            (("refused-harmful", 0.1, 0.3), ("accepted-harmless", -0.1, -0.2), ("jailbreak: template", 0.1, -0.1))]
+    groups = pd.DataFrame(rows * 3)
+    fig = plots.jailbreak_figure(groups, "m")
+    assert not any(t.startswith("paper") for t in _legend_texts(fig))
+    fig = plots.jailbreak_figure(groups, "llama2-7b-chat")
+    texts = [t for t in _legend_texts(fig) if t.startswith("paper (Llama2-Chat-7B)")]
+    assert any(t.startswith("paper (Llama2-Chat-7B) template: Δh ≈ 0.06…0.15, Δr ≈ -0.16…0") for t in texts), texts
+    assert len(fig.axes[0].patches) >= 3  # dashed boxes: template, adv-suffix, persuasion
+    _labelled(fig)
