@@ -48,6 +48,31 @@ def test_empty_table_page(tmp_path):
     assert "(0 rows)" in (tmp_path / "e.html").read_text()
 
 
+def test_sources_of_a_model():
+    targets = ["results/m/tables/a.csv", "results/m/tables/a.md", "results/m/claims.csv", "results/m/claims.md",
+               "results/m/paper_tables.md", "results/other/tables/b.csv", "results/m/figures/f.png", "results/index.md"]
+    assert report.sources(targets, "m") == {"a": "results/m/tables/a.csv", "claims": "results/m/claims.csv",
+                                            "paper_tables": "results/m/paper_tables.md"}
+
+
+def test_claims_summary_colours_verdicts_and_escapes(tmp_path):
+    claims = pd.DataFrame({"claim": [1, 2], "title": ["Post-inst <b>tokens</b>", "Clustering"], "paper_where": ["Table 1", "Fig 2"],
+                           "verdict": ["holds", "not measurable here"], "measured": ["with 100 %", "—"],
+                           "paper": ["100 → 85.3 [P]", "—"], "reason": [float("nan"), "no accepted harmful prompt"]})
+    frag = report.claims_summary_html(claims, "tiny")
+    assert frag.count("<tr>") == 3 and "&lt;b&gt;tokens&lt;/b&gt;" in frag and "<style" not in frag
+    assert "color:#1a7f37\">holds</td>" in frag and "no accepted harmful prompt" in frag and "holds: 1" in frag
+    with pytest.raises(ValueError, match="tiny: missing column"):
+        report.claims_summary_html(claims.drop(columns="verdict"), "tiny")
+
+
+def test_markdown_page_renders_tables_and_undoes_markdown_escapes():
+    text = "# Table 1\n\nours beside the `paper`\n\n| model | refusal |\n|---|---|\n| a\\_b | 1 \\| 2<br>x &lt;i&gt; |\n"
+    page = report.markdown_html(text, "t")
+    assert "<h1>Table 1</h1>" in page and "<code>paper</code>" in page
+    assert "<th>model</th>" in page and ">a_b</td>" in page and ">1 | 2\nx &lt;i&gt;</td>" in page
+
+
 def test_every_figure_is_a_report_item_with_a_caption_and_a_section():
     """Each PNG a rule writes is wrapped in report(), has report/{name}.rst and a section in harmref/report.py."""
     found = {}
