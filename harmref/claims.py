@@ -376,7 +376,7 @@ def claim_6(ev: Evidence):
     gap = WELL_BELOW if ev.paper_model in ("qwen2-7b-instruct", "llama2-7b-chat") else 0.0
     parts.append(Part("v_refuse peak − v_harmful peak", 100 * diff, 100 * lo, 100 * hi, ">=", gap, unit=" pts"))
     measured = (f"baseline {b['rate_%']:.0f} % (n = {nb}); peak +v_harmful {peaks['harmfulness']['rate_%']:.0f} % at layer "
-                f"{peaks['harmfulness']['layer']}, +v_refuse {peaks['refusal']['rate_%']:.0f} % at layer {peaks['refusal']['layer']}")
+                f"{int(peaks['harmfulness']['layer'])}, +v_refuse {peaks['refusal']['rate_%']:.0f} % at layer {int(peaks['refusal']['layer'])}")
     return parts, measured, {"baseline": b["rate_%"], "harmfulness": peaks["harmfulness"]["rate_%"], "refusal": peaks["refusal"]["rate_%"]}
 
 
@@ -743,9 +743,9 @@ def markdown(rows: pd.DataFrame, model: str) -> str:
              "Verdicts are computed by `harmref/claims.py` (rules and thresholds: docs/claims.md); every interval is 95 %.",
              "Paper numbers come from `harmref/paper_numbers.yaml`: [P] paper text, [W≈] figure read by eye, [C] code, "
              "[A] released tensors.", "",
-             "| # | claim | paper | measured | verdict |", "|---|---|---|---|---|"]
+             "| # | claim | paper | measured | from | verdict |", "|---|---|---|---|---|---|"]
     for r in rows.itertuples():
-        lines.append(f"| {r.claim} | {_cell(r.title)} ({_cell(r.paper_where)}) | {_cell(r.paper)} | {_cell(r.measured)} | "
+        lines.append(f"| {r.claim} | {_cell(r.title)} ({_cell(r.paper_where)}) | {_cell(r.paper)} | {_cell(r.measured)} | {_cell(r.evidence)} | "
                      f"**{r.verdict}**{': ' + _cell(r.reason) if r.reason else ''} |")
     lines.append("")
     for r in rows.itertuples():

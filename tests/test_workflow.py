@@ -188,7 +188,8 @@ def test_claims_paper_tables_and_index(workdir):
     claims = pd.read_csv(res / "tiny/claims.csv").set_index("claim")
     assert list(claims.index) == list(range(1, 14)) and set(claims["verdict"]) <= {HOLDS, FAILS, NOT_MEASURABLE}
     assert "persuasion set not supplied" in claims.loc[11, "reason"]  # jb_persuasion is not configured in .test
-    assert "not a tuned model organism" in claims.loc[12, "reason"]  # tiny is not tuned
+    assert claims.loc[12, "verdict"] != NOT_MEASURABLE or "attack" in claims.loc[12, "reason"]  # says why (Fig 7 not run)
+    assert all(isinstance(r, str) and r for r in claims.loc[claims["verdict"] != HOLDS, "reason"])  # every verdict but holds says why
     assert claims.loc[1, "measured"].startswith("with ") and "(n = 8)" in claims.loc[1, "measured"]
     md = (res / "tiny/claims.md").read_text()
     assert md.count("\n## ") == 13
