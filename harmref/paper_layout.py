@@ -250,13 +250,14 @@ def render(per_model: dict[str, dict], claims: dict[str, pd.DataFrame] | None = 
 # ------------------------------------------------------------------ results/index.md
 # (pattern on the path under results/, paper section, what it is); first match wins
 INDEX = [
+    (r"^benchmarks/", "run accounting", "time and memory per rule"),
     (r"^data/", "§3 datasets", "a prompt set as the run built it (or the manifest of all of them)"),
-    (r"^models/", "§1 models", "model card / weights"),
+    (r"^models/", "§1 models", "model card, weights (safetensors) and, for a tuned model, its recipe and training data"),
     (r"claims\.(csv|md)$", "§7 claims", "the paper's claims with what this run measured and a computed verdict"),
     (r"paper_tables\.md$", "Tables 1, 3, Figs 2–7", "the paper's tables and figure data, ours beside the paper's"),
     (r"readme_results\.md$", "README", "the README's results block, generated from claims.csv (python -m harmref.claims readme)"),
     (r"/report/.*\.html$", "HTML report", "a table page of snakemake --report results/report.html"),
-    (r"table1_post_instruction", "§5.1 Table 1", "AdvBench refusal with vs without the post-instruction tokens"),
+    (r"table1_post_instruction", "Table 1", "AdvBench refusal with vs without the post-instruction tokens"),
     (r"refusal_rates", "§4 evaluation", "refusal rate of every prompt set (substring judge)"),
     (r"clustering_positions|fig14_positions", "App. F, Fig 14", "mean clustering score over the middle layers by position"),
     (r"clustering", "§3.2, Fig 2", "clustering score s by layer, group and position"),
@@ -274,7 +275,11 @@ INDEX = [
     (r"finetune_attack|fig7", "§5.2, Fig 7", "the fine-tuning attack: acceptance and Δ scores by number of pairs"),
     (r"organism|inversion_accuracy", "model organism (beyond the paper)", "the safety-tuned organism against its base model"),
     (r"^text_guards/", "§5.1, Table 3", "text-only guard scores"),
-    (r"benchmarks/", "run accounting", "time and memory per rule"),
+    (r"/(generations|replies)/$", "§4 evaluation", "greedy replies per template and prompt set, judged refused / accepted"),
+    (r"/hidden/$", "§2.2 hidden states", "residual stream at every layer, t_inst−2 … t_post-inst (safetensors + sidecar)"),
+    (r"/directions/$", "§2.5 directions", "the four centroids and the harmfulness / refusal directions"),
+    (r"/steering/$", "§3.4–3.5, Figs 4–5", "steered generations of every sweep and control"),
+    (r"/guard/$", "§5.1, Table 3", "Latent Guard scores and centroids"),
 ]
 
 
@@ -288,8 +293,9 @@ def index_entry(path: str) -> tuple[str, str]:
     return "other", ""
 
 
-def results_index(paths: list[str]) -> str:
-    """results/index.md: one line per output (link relative to results/), its paper section and what it is."""
+def results_index(paths: list[str], folders: dict[str, int] | None = None) -> str:
+    """results/index.md: one line per output (link relative to results/), its paper section and what it is;
+    then one line per folder of intermediate outputs ({"results/m/hidden/": number of files})."""
     paths = sorted(dict.fromkeys(paths), key=lambda p: (p.count("/") > 1, p))
     lines = ["# Outputs of this run", "",
              "One line per output: the file (relative to results/), the paper section it belongs to, what it holds. "
@@ -300,4 +306,11 @@ def results_index(paths: list[str]) -> str:
         section, what = index_entry(p)
         rel = p.removeprefix("results/")
         lines.append(f"| [{rel}]({rel}) | {section} | {what} |")
+    if folders:
+        lines += ["", "Intermediate outputs (inputs of the tables above), one line per folder:", "",
+                  "| folder | paper | what |", "|---|---|---|"]
+        for folder, n in sorted(folders.items()):
+            section, what = index_entry(folder)
+            rel = folder.removeprefix("results/")
+            lines.append(f"| [{rel}]({rel}) ({n} file{'s' if n != 1 else ''}) | {section} | {what} |")
     return "\n".join(lines) + "\n"

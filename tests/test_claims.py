@@ -417,3 +417,9 @@ def test_claims_read_the_attack_tables(tmp_path):
                   attack_layers=through_csv(pd.DataFrame(lay), tmp_path, "layers"))
     row = claims.check(12, ev)
     assert row["verdict"] == HOLDS and "acceptance 5 % → 75 %" in row["measured"], row
+
+
+def test_index_lists_intermediate_folders():
+    idx = paper_layout.results_index(["results/m/claims.md"], {"results/m/hidden/": 4, "results/benchmarks/generate/": 1})
+    assert "| [m/hidden/](m/hidden/) (4 files) | §2.2 hidden states |" in idx
+    assert "| [benchmarks/generate/](benchmarks/generate/) (1 file) | run accounting |" in idx
