@@ -200,6 +200,15 @@ timeout -k 30 "$RUN_TIMEOUT" "${SM[@]}" -d "$W/local" --profile "$ROOT/profiles/
 T_LOCAL=$(($(date +%s) - t))
 log "local run: ${T_LOCAL}s"
 
+# what the DAG should send to SLURM: the dry run's own count (rules/common.smk dry_run_summary): sbatch
+# jobs (a group of per-set model jobs is one), the GPU ones among them, and the local rules
+timeout -k 10 300 "${SM[@]}" -d "$W/slurm" --profile "$W/profile" -n >"$W/dry.log" 2>&1 || { tail -n 30 "$W/dry.log"; die "dry run failed"; }
+plan=$(grep -E '^harmref jobs: ' "$W/dry.log" || true)
+[ -n "$plan" ] || { tail -n 30 "$W/dry.log"; die "the dry run printed no 'harmref jobs:' line"; }
+log "dry run: $plan"
+read -r P_TOTAL P_SBATCH P_GROUPS P_SINGLE_GPU P_LOCAL < <(sed -E 's/^harmref jobs: ([0-9]+) in the DAG, [0-9]+ of them GPU jobs; on SLURM ([0-9]+) sbatch jobs \(([0-9]+) group jobs holding [0-9]+ model jobs, [0-9]+ single jobs, ([0-9]+) of them GPU jobs\), ([0-9]+) local rules$/\1 \2 \3 \4 \5/' <<<"$plan")
+[[ "$P_SBATCH" =~ ^[0-9]+$ ]] || die "cannot read the dry run's plan: $plan"
+
 log "SLURM run (profiles/slurm + CI override)"
 t=$(date +%s)
 timeout -k 30 "$RUN_TIMEOUT" "${SM[@]}" -d "$W/slurm" --profile "$W/profile" >"$W/slurm.log" 2>&1 \
@@ -214,15 +223,17 @@ n_total=$(sed -n 's/^\([0-9]*\) of \1 steps (100%) done$/\1/p' "$W/slurm.log" | 
 grep -E 'submitted with SLURM jobid' "$W/slurm.log" | head -n 3
 log "SLURM jobs submitted: $n_sub; rules run on the submitting node (localrule): $n_local; jobs in the DAG: ${n_total:-?}"
 [ "$n_sub" -gt 0 ] || die "no job went through sbatch"
-[ $((n_sub + n_local)) -eq "${n_total:-0}" ] || die "jobs submitted + local jobs != jobs in the DAG"
+[ "${n_total:-0}" -eq "$P_TOTAL" ] || die "jobs in the DAG ($n_total) != the dry run's $P_TOTAL"
+[ "$n_sub" -eq "$P_SBATCH" ] && [ "$n_local" -eq "$P_LOCAL" ] \
+  || die "sbatch jobs $n_sub / local rules $n_local != the dry run's $P_SBATCH / $P_LOCAL (group jobs count once)"
 timeout 30 scontrol show job -o | grep 'Comment=rule_' >"$W/jobs.txt" || true   # the plugin's jobs
 n_done=$(grep -c 'JobState=COMPLETED' "$W/jobs.txt" || true)
 n_gpu=$(grep -c 'TresPerJob=[^ ]*gpu' "$W/jobs.txt" || true)
-# submitted jobs whose resources ask for a GPU (rules declaring `resources: gpu=1`)
-n_gpu_rules=$(awk '/^rule /{r=1} /^localrule /{r=0} r && /^ *resources:.*gpu=[1-9]/{n++; r=0} END{print n+0}' "$W/slurm.log")
-log "SLURM jobs COMPLETED: $n_done; with a gpu GRES: $n_gpu (GPU-rule jobs: $n_gpu_rules)"
+# sbatch jobs that ask for a GPU: every group job (per-set model jobs) and every single GPU-rule job
+n_gpu_want=$((P_GROUPS + P_SINGLE_GPU))
+log "SLURM jobs COMPLETED: $n_done; with a gpu GRES: $n_gpu (GPU sbatch jobs planned: $n_gpu_want, $P_GROUPS of them group jobs)"
 [ "$n_done" -eq "$n_sub" ] || die "not every submitted job COMPLETED"
-[ "$n_gpu" -ge 1 ] && [ "$n_gpu" -eq "$n_gpu_rules" ] || die "GPU rules were not submitted with a gpu GRES"
+[ "$n_gpu" -ge 1 ] && [ "$n_gpu" -eq "$n_gpu_want" ] || die "GPU rules were not submitted with a gpu GRES"
 
 timeout -k 10 120 "${SM[@]}" -d "$W/slurm" --profile "$W/profile" -n >"$W/rerun.log" 2>&1 || die "dry rerun failed"
 grep -q 'Nothing to be done' "$W/rerun.log" || { cat "$W/rerun.log"; die "a second SLURM run would redo jobs"; }

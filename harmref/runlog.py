@@ -23,12 +23,28 @@ def start(snakemake) -> logging.Logger:
         from . import gpus
 
         gpus.claim(n_gpus)
+    apply_attempt_batch_size(snakemake)
     threads = int(getattr(snakemake, "threads", 0) or 0)
     if threads and "torch" in sys.modules:  # the rule's cores, whatever OMP_NUM_THREADS says
         sys.modules["torch"].set_num_threads(threads)
     logger = logging.getLogger(f"harmref.rule.{snakemake.rule}")
     logger.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards))
     return logger
+
+
+def apply_attempt_batch_size(snakemake) -> int | None:
+    """A retried model job's batch: `resources: batch_size` (runtime.batch_size halved per attempt,
+    rules/common.smk attempt_batch_size) replaces params.runtime["batch_size"], which the scripts read."""
+    bs = getattr(getattr(snakemake, "resources", None), "batch_size", None)
+    rt = getattr(getattr(snakemake, "params", None), "runtime", None)
+    if not bs or not isinstance(rt, dict) or "batch_size" not in rt:
+        return None
+    if int(bs) != rt["batch_size"]:
+        logging.getLogger("harmref.runlog").info(
+            "attempt %s: batch_size %d instead of runtime.batch_size %d", getattr(snakemake, "attempt", "?"), int(bs),
+            rt["batch_size"])
+        rt["batch_size"] = int(bs)
+    return rt["batch_size"]
 
 
 def progress(total: int, desc: str):

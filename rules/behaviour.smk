@@ -17,10 +17,14 @@ rule generate:
     benchmark:
         "results/benchmarks/generate/{model}/{template}/{dataset}.tsv"
     threads: MODEL_THREADS
+    group:
+        "sets_{model}"
     resources:
         gpu=1,
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=model_mem_mb(),
+        gpu_mem_mb=model_gpu_mem_mb(),
+        batch_size=attempt_batch_size,
+        runtime=model_runtime("generate"),
     conda:
         "../envs/harmref.yaml"
     script:

@@ -25,7 +25,9 @@ rule stated_belief:
     threads: MODEL_THREADS
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=model_mem_mb(),
+        gpu_mem_mb=model_gpu_mem_mb(),
+        batch_size=attempt_batch_size,
         runtime=60,
     conda:
         "../envs/harmref.yaml"

@@ -366,3 +366,123 @@ def get_paper_table_inputs(wildcards):
 def get_index_inputs(wildcards):
     """Every final output but the index itself (read when the DAG is built: after every rule file has added its own)."""
     return [t for t in dict.fromkeys(map(str, FINAL_TARGETS)) if t != "results/index.md"]
+
+
+# ---- resources from the model (harmref/resources.py): memory per model job, retries, the dry run's costs
+
+from harmref import resources as hres
+
+CLUSTER = config["cluster"]
+_MODEL_SIZES = {}
+
+
+def model_spec(model):
+    """A model's entry; a model derived from another (the fine-tuning attack's) has its base's size."""
+    derived = globals().get("ATTACKED_MODELS", {}).get(model)
+    if derived:  # in MODELS too (as attack_from + n_pairs): its size is the attacked model's
+        return {"tune_from": derived["attack_from"]}
+    return MODELS.get(model, {})
+
+
+def model_size(model):
+    """Parameters and config of `model`, read once without weights (None when no config.json is at hand)."""
+    if model not in _MODEL_SIZES:
+        _MODEL_SIZES[model] = hres.model_size(model, model_spec(model), model_card(model), MODELS)
+    return _MODEL_SIZES[model]
+
+
+def model_request(model, kind="infer"):
+    spec = model_spec(model)
+    rt = runtime_params(spec["tune_from"] if "tune_from" in spec and kind == "train" else model)
+    if kind == "train":
+        tr = config["organism"]["train"]
+        return hres.request(model_size(model), rt, "train", tr["batch_size"], train_mode=tr["mode"])
+    return hres.request(model_size(model), rt, "infer", rt["batch_size"], config["generation"]["max_new_tokens"])
+
+
+def model_mem_mb(kind="infer"):
+    """`resources: mem_mb` of the jobs that load {model}, from its size, × the attempt (SLURM retries)."""
+
+    def mem_mb(wildcards, attempt):
+        return model_request(wildcards.model, kind).mem_mb * attempt
+
+    return mem_mb
+
+
+def model_gpu_mem_mb(kind="infer"):
+    """`resources: gpu_mem_mb`: GPU memory of a job of {model} (weights + activations at the batch)."""
+
+    def gpu_mem_mb(wildcards):
+        return model_request(wildcards.model, kind).gpu_mem_mb
+
+    return gpu_mem_mb
+
+
+def attempt_batch_size(wildcards, attempt):
+    """`resources: batch_size`: runtime.batch_size halved on each retry; runlog.start hands it to the script."""
+    return max(1, runtime_params(wildcards.model)["batch_size"] // 2 ** (attempt - 1))
+
+
+def set_size(name):
+    """Prompts of a set, for the estimates: its `n`, else the built file's lines, else the nanoGCG n."""
+    if name in GCG_SETS:
+        return GCG["n"]
+    built = f"results/data/{name}.jsonl"
+    if os.path.exists(built):
+        with open(built, "rb") as f:
+            return sum(1 for _ in f)
+    return DATASETS.get(name, {}).get("n") or 500
+
+
+def job_gpu_seconds(rule, wildcards):
+    size = model_size(wildcards["model"])
+    n_layers = size.n_layers if size else 32
+    return hres.gpu_seconds(hres.job_tokens(rule, dict(wildcards), config, set_size, n_layers), size, CLUSTER)
+
+
+def model_runtime(rule):
+    """`resources: runtime` (minutes) of a per-set model job: 3 × the estimate, ≥ 15 min, × the attempt.
+    Grouped on SLURM (profiles/slurm group-components), a group asks for the sum of its jobs' runtimes."""
+
+    def runtime(wildcards, attempt):
+        return hres.runtime_minutes(job_gpu_seconds(rule, wildcards), attempt) or 60 * attempt
+
+    return runtime
+
+
+def check_slurm_account():
+    """A SLURM profile whose account is still the placeholder fails here, before any sbatch."""
+    dr = workflow.resource_settings.default_resources
+    args = list(dr.args) if dr is not None and dr.args else []
+    per_rule = [f"{k}={v.value}" for res in workflow.resource_settings.overwrite_resources.values() for k, v in res.items()]
+    for arg in args + per_rule:
+        key, _, value = str(arg).partition("=")
+        if key.strip() == "slurm_account" and value.strip().strip("'\"") == "CHANGE_ME":
+            raise ValueError(
+                "profiles/slurm: slurm_account is still the placeholder CHANGE_ME. Set your account in "
+                "default-resources (list yours with `sacctmgr show assoc user=$USER format=account`), in a copy "
+                "of the profile, or delete the line on a cluster without accounts (docs/cluster.md, step 1)")
+
+
+if workflow.is_main_process:
+    check_slurm_account()
+
+
+def dry_run_summary():
+    """After a dry run: the jobs, the GPU jobs, the sbatch jobs (groups count once) and the GPU-hour estimate."""
+    if not workflow.dryrun or not workflow.is_main_process or workflow.dag is None:
+        return
+    try:
+        jobs = list(workflow.dag.needrun_jobs(exclude_finished=False))
+        groups = getattr(workflow.dag, "_group", {})
+        sizes = {m: model_size(m) for m in {j.wildcards_dict.get("model") for j in jobs} - {None}}
+        lines = hres.dry_run_report(jobs, groups, sizes,
+                                    model_request, job_gpu_seconds, CLUSTER, workflow._localrules)
+    except Exception as e:  # the summary must never hide Snakemake's own result
+        lines = [f"harmref: no cost estimate ({type(e).__name__}: {e})"]
+    print("\n".join(lines), flush=True)
+
+
+import atexit
+
+atexit.register(dry_run_summary)

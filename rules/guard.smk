@@ -64,7 +64,8 @@ rule gcg_attack:
         model="|".join(map(re.escape, GCG_SETS.values())) or "NONE",
     resources:
         gpu=1,
-        mem_mb=16000,
+        mem_mb=model_mem_mb(),
+        gpu_mem_mb=model_gpu_mem_mb(),
         runtime=720,
     conda:
         "../envs/harmref.yaml"
@@ -95,7 +96,9 @@ rule gcg_report:
         model="|".join(map(re.escape, GCG_SETS.values())) or "NONE",
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=model_mem_mb(),
+        gpu_mem_mb=model_gpu_mem_mb(),
+        batch_size=attempt_batch_size,
         runtime=60,
     conda:
         "../envs/harmref.yaml"

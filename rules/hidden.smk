@@ -20,10 +20,14 @@ rule extract_hidden:
     benchmark:
         "results/benchmarks/extract_hidden/{model}/{dataset}.tsv"
     threads: MODEL_THREADS
+    group:
+        "sets_{model}"
     resources:
         gpu=1,
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=model_mem_mb(),
+        gpu_mem_mb=model_gpu_mem_mb(),
+        batch_size=attempt_batch_size,
+        runtime=model_runtime("extract_hidden"),
     conda:
         "../envs/harmref.yaml"
     script:

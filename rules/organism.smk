@@ -33,7 +33,9 @@ rule organism_data:
         model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=model_mem_mb(),
+        gpu_mem_mb=model_gpu_mem_mb(),
+        batch_size=attempt_batch_size,
         runtime=60,
     conda:
         "../envs/harmref.yaml"
@@ -65,7 +67,8 @@ rule safety_tune:
         model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
     resources:
         gpu=1,
-        mem_mb=12000,
+        mem_mb=model_mem_mb("train"),
+        gpu_mem_mb=model_gpu_mem_mb("train"),
         runtime=120,
     conda:
         "../envs/harmref.yaml"
@@ -100,7 +103,9 @@ rule organism_eval:
         model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=model_mem_mb(),
+        gpu_mem_mb=model_gpu_mem_mb(),
+        batch_size=attempt_batch_size,
         runtime=60,
     conda:
         "../envs/harmref.yaml"
@@ -130,7 +135,9 @@ rule attack_pairs:
         model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=model_mem_mb(),
+        gpu_mem_mb=model_gpu_mem_mb(),
+        batch_size=attempt_batch_size,
         runtime=60,
     conda:
         "../envs/harmref.yaml"
@@ -167,7 +174,9 @@ rule finetune_attack:
         model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
     resources:
         gpu=1,
-        mem_mb=12000,
+        mem_mb=model_mem_mb("train"),
+        gpu_mem_mb=model_gpu_mem_mb("train"),
+        batch_size=attempt_batch_size,
         runtime=120,
     conda:
         "../envs/harmref.yaml"

@@ -28,7 +28,8 @@ rule steer:
     threads: MODEL_THREADS
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=model_mem_mb(),
+        gpu_mem_mb=model_gpu_mem_mb(),
         runtime=120,
     conda:
         "../envs/harmref.yaml"
@@ -56,7 +57,8 @@ rule steer_controls:
     threads: MODEL_THREADS
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=model_mem_mb(),
+        gpu_mem_mb=model_gpu_mem_mb(),
         runtime=120,
     conda:
         "../envs/harmref.yaml"
