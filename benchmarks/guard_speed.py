@@ -15,7 +15,7 @@ DAG: max |Δharmful(API) − Δharmful(DAG)| over every scored prompt, and the L
 Table 3 row from the API beside the DAG's table. Timings use `--threads` torch threads (2 by default,
 the project's CPU budget); the machine may be shared, so the numbers are wall-clock under that load.
 
-    .venv/bin/python benchmarks/guard_speed.py                       # the organism; writes benchmarks/guard_speed.{csv,md}
+    .venv/bin/python benchmarks/guard_speed.py                       # the organism; writes benchmarks/guard_speed_threads2.{csv,md,json}
     .venv/bin/python benchmarks/guard_speed.py --workdir .test --model tiny --out /tmp/guard_speed   # smoke run
 """
 
@@ -55,9 +55,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", default="harmful_test,harmless_test", help="sets for throughput and latency")
     ap.add_argument("--train", default="harmful_train,harmless_train", help="MiniLM training sets (as rule minilm_guard)")
     ap.add_argument("--no-minilm", action="store_true")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "guard_speed"))
+    ap.add_argument("--out", default=None, help="output stem (default: benchmarks/guard_speed_threads{N})")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    args.out = args.out or str(ROOT / "benchmarks" / f"guard_speed_threads{args.threads}")
     wd = Path(args.workdir)
     data = wd / "results" / "data"
     gdir = Path(args.guard) if args.guard else wd / "results" / args.model / "guard"

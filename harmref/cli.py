@@ -147,7 +147,7 @@ def _guard_check(args) -> int:
         df = pd.DataFrame([{"id": r["id"], "verdict": r["verdict"], "Δharmful": f"{r['delta_harmful']:+.4f}",
                             "Δrefuse": "n/a" if r["delta_refuse"] is None else f"{r['delta_refuse']:+.4f}",
                             "prompt": r["prompt"] if len(r["prompt"]) <= 70 else r["prompt"][:67] + "..."} for r in rows])
-        sys.stdout.write(df.to_markdown(index=False, colalign=("left", "left", "right", "right", "left")) + "\n")
+        sys.stdout.write(df.to_markdown(index=False, disable_numparse=True, colalign=("left", "left", "right", "right", "left")) + "\n")
     k = sum(r["unsafe"] for r in rows)
     sys.stdout.write(f"{k} of {len(rows)} unsafe (Δharmful ≥ {guard.threshold:g}), guard {guard.version_} on "
                      f"{meta['model'].get('name') or meta['model'].get('source')}; model loaded and checked in {load_s:.1f} s, "
