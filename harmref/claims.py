@@ -672,57 +672,87 @@ def group_scores(h: "torch.Tensor", labels, refused, mu_harmful, mu_harmless) ->
     return {g: s[torch.as_tensor(groups == g)].numpy() for g in sorted(set(groups))}
 
 
-def bootstrap_direction_cosine(h_harmful, refused_harmful, h_harmless, refused_harmless, inst: int, mode: str, min_group: int,
-                               n_boot: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """cos(v_harmful, v_refuse) per layer, and its bootstrap replicates (training prompts resampled per set)."""
-    import logging
-
+def _resample_weights(n: int, n_boot: int, rng) -> "torch.Tensor":  # noqa: F821
+    """Bootstrap multiplicities [n_boot, n]: row b counts how often each prompt is drawn in resample b."""
     import torch
 
-    from .directions import cosine_by_layer
-    from .geometry import directions, fit
+    idx = torch.as_tensor(rng.integers(0, n, (n_boot, n)))
+    return torch.zeros(n_boot, n, dtype=torch.float64).scatter_add_(1, idx, torch.ones(n_boot, n, dtype=torch.float64))
 
-    def cos(ia, ib):
-        cents, _ = fit(h_harmful[ia], [refused_harmful[i] for i in ia], h_harmless[ib], [refused_harmless[i] for i in ib], mode, min_group)
-        d = directions(cents, inst)
-        return cosine_by_layer(d["harmfulness"], d["refusal"]).numpy()
 
+def _weighted_mean(w: "torch.Tensor", h: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+    """Σ_i w_bi h_i / Σ_i w_bi for every row b of w [B, n]; h [n, ...] → [B, ...] (NaN for an empty row)."""
+    flat = h.reshape(h.shape[0], -1)
+    return ((w @ flat) / w.sum(1, keepdim=True)).reshape(w.shape[0], *h.shape[1:])
+
+
+def direction_cosines(w_a, h_a, r_a, w_b, h_b, r_b, mode: str, min_group: int) -> np.ndarray:
+    """cos(v_harmful, v_refuse) per layer for each weighting of the training prompts: [B, L].
+
+    The centroids of `geometry.fit` as weighted means: h_* are [n, L, 2, d] at (t_inst, t_post-inst);
+    harmful = refused harmful prompts (all of them when fewer than min_group), harmless = accepted
+    harmless ones (likewise), refused / accepted = the pooled prompts by behaviour."""
+    import torch
+    import torch.nn.functional as F
+
+    r_a, r_b = torch.as_tensor(r_a, dtype=torch.float64), torch.as_tensor(r_b, dtype=torch.float64)
+
+    def group(w, mask):
+        if mode != "refused":
+            return w
+        kept = w * mask
+        return torch.where((kept.sum(1, keepdim=True) >= min_group), kept, w)
+
+    mu_harmful = _weighted_mean(group(w_a, r_a), h_a)[:, :, 0]
+    mu_harmless = _weighted_mean(group(w_b, 1 - r_b), h_b)[:, :, 0]
+    pool = torch.cat([h_a[:, :, 1], h_b[:, :, 1]])
+    mu_refused = _weighted_mean(torch.cat([w_a * r_a, w_b * r_b], 1), pool)
+    mu_accepted = _weighted_mean(torch.cat([w_a * (1 - r_a), w_b * (1 - r_b)], 1), pool)
+    return F.cosine_similarity(mu_harmful - mu_harmless, mu_refused - mu_accepted, dim=-1).numpy()
+
+
+def bootstrap_direction_cosine(h_harmful, refused_harmful, h_harmless, refused_harmless, inst: int, mode: str, min_group: int,
+                               n_boot: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """cos(v_harmful, v_refuse) per layer [L], and its bootstrap replicates [n_boot, L] (training prompts
+    resampled within each set, the directions refitted on every resample)."""
+    import torch
+
+    keep = [inst, h_harmful.shape[2] - 1]  # only t_inst and t_post-inst enter the two directions
+    h_a, h_b = h_harmful[:, :, keep].double(), h_harmless[:, :, keep].double()
+    na, nb = len(h_a), len(h_b)
+    point = direction_cosines(torch.ones(1, na, dtype=torch.float64), h_a, refused_harmful,
+                              torch.ones(1, nb, dtype=torch.float64), h_b, refused_harmless, mode, min_group)[0]
     rng = np.random.default_rng(seed)
-    na, nb = len(h_harmful), len(h_harmless)
-    point = cos(np.arange(na), np.arange(nb))
-    level = logging.getLogger("harmref.geometry").level
-    logging.getLogger("harmref.geometry").setLevel(logging.ERROR)  # the fallback warning, once per replicate
-    try:
-        reps = np.stack([cos(rng.integers(0, na, na), rng.integers(0, nb, nb)) for _ in range(n_boot)])
-    finally:
-        logging.getLogger("harmref.geometry").setLevel(level)
-    del torch
-    return point, reps
+    reps = [direction_cosines(_resample_weights(na, k, rng), h_a, refused_harmful, _resample_weights(nb, k, rng), h_b,
+                              refused_harmless, mode, min_group) for k in _chunks(n_boot)]
+    return point, np.concatenate(reps)
+
+
+def _chunks(n: int, size: int = 50) -> list[int]:
+    return [min(size, n - i) for i in range(0, n, size)]
 
 
 def bootstrap_category_cosines(h_cat, categories, mu_harmless, inst: int, n_boot: int = 200, seed: int = 0) -> dict:
-    """Mean pairwise cosine of per-category directions (μ_category − μ_harmless) per layer, at t_inst and t_post-inst."""
+    """Mean pairwise cosine of per-category directions (μ_category − μ_harmless) per layer, at t_inst and
+    t_post-inst: point [L] and bootstrap replicates [n_boot, L] (prompts resampled within each category)."""
     import torch
 
     cats = sorted(set(categories))
-    idx = {c: np.flatnonzero(np.array(categories) == c) for c in cats}
-    h = h_cat.double()
+    keep = [inst, h_cat.shape[2] - 1]
+    h = h_cat[:, :, keep].double()
+    mu0 = mu_harmless[:, keep].double()
+    idx = {c: torch.as_tensor(np.flatnonzero(np.array(categories) == c)) for c in cats}
+    k = len(cats)
 
-    def pairwise(sel: dict) -> tuple[np.ndarray, np.ndarray]:
-        out = []
-        for p in (inst, -1):
-            u = torch.stack([h[torch.as_tensor(sel[c]), :, p].mean(0) - mu_harmless[:, p].double() for c in cats])  # [k, L, d]
-            u = u / u.norm(dim=-1, keepdim=True)
-            k = len(cats)
-            tot = u.sum(0).norm(dim=-1) ** 2  # [L]
-            out.append(((tot - k) / (k * (k - 1))).numpy())
-        return out[0], out[1]
+    def pairwise(weights: dict) -> np.ndarray:  # weights: category → [B, n_c]; → [B, L, 2]
+        u = torch.stack([_weighted_mean(weights[c], h[idx[c]]) - mu0 for c in cats], 1)  # [B, k, L, 2, d]
+        u = u / u.norm(dim=-1, keepdim=True)
+        return ((u.sum(1).norm(dim=-1) ** 2 - k) / (k * (k - 1))).numpy()
 
+    point = pairwise({c: torch.ones(1, len(v), dtype=torch.float64) for c, v in idx.items()})[0]
     rng = np.random.default_rng(seed)
-    inst_pt, post_pt = pairwise(idx)
-    reps = [pairwise({c: rng.choice(v, len(v)) for c, v in idx.items()}) for _ in range(n_boot)]
-    return {"inst": inst_pt, "post": post_pt, "inst_boot": np.stack([r[0] for r in reps]),
-            "post_boot": np.stack([r[1] for r in reps]), "n_categories": len(cats)}
+    reps = np.concatenate([pairwise({c: _resample_weights(len(v), b, rng) for c, v in idx.items()}) for b in _chunks(n_boot, 25)])
+    return {"inst": point[:, 0], "post": point[:, 1], "inst_boot": reps[:, :, 0], "post_boot": reps[:, :, 1], "n_categories": k}
 
 
 def reference_cosines(h_post, refused, refusal) -> dict[str, np.ndarray]:

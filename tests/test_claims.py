@@ -191,11 +191,18 @@ def test_claim_7():
     assert "undefined" in verdict(7, Evidence("m", why={"cosine": "the refusal direction is undefined"}))[1]
 
 
-def test_claim_7_bootstrap_on_hidden_states():
+@pytest.mark.parametrize("mode,r_a", [("refused", [True] * 15 + [False] * 5), ("refused", [True] * 3 + [False] * 17), ("all", [True] * 15 + [False] * 5)])
+def test_claim_7_bootstrap_refits_the_workflow_directions(mode, r_a):
+    from harmref import directions, geometry
+
     g = torch.Generator().manual_seed(0)
     h_a, h_b = torch.randn(20, 4, 3, 16, generator=g) + 1, torch.randn(20, 4, 3, 16, generator=g)
-    point, reps = claims.bootstrap_direction_cosine(h_a, [True] * 15 + [False] * 5, h_b, [False] * 18 + [True] * 2, 1, "refused", 5, n_boot=20)
-    assert point.shape == (4,) and reps.shape == (20, 4) and np.isfinite(reps).all()
+    r_b = [False] * 18 + [True] * 2
+    point, reps = claims.bootstrap_direction_cosine(h_a, r_a, h_b, r_b, 1, mode, 5, n_boot=60)
+    cents, _ = geometry.fit(h_a, r_a, h_b, r_b, mode, 5)  # the directions rule's own fit (with its fallback)
+    d = geometry.directions(cents, 1)
+    assert np.allclose(point, directions.cosine_by_layer(d["harmfulness"], d["refusal"]).numpy())
+    assert reps.shape == (60, 4) and np.isfinite(reps).mean() > 0.9 and np.nanstd(reps, 0).min() > 0  # NaN: a resample without refusals
 
 
 def test_claim_8():
@@ -256,13 +263,17 @@ def test_claim_13():
     assert "category_set" in verdict(13, Evidence("m"))[1]
 
 
-def test_category_bootstrap_on_hidden_states():
+def test_category_bootstrap_matches_the_geometry_table():
+    from harmref import geometry
+
     g = torch.Generator().manual_seed(0)
     h = torch.randn(12, 4, 3, 16, generator=g)
     cats = ["a"] * 4 + ["b"] * 4 + ["c"] * 4
-    out = claims.bootstrap_category_cosines(h, cats, torch.zeros(4, 3, 16), inst=1, n_boot=10)
-    assert out["inst"].shape == (4,) and out["inst_boot"].shape == (10, 4) and out["n_categories"] == 3
-    assert np.all(np.abs(out["inst"]) <= 1)
+    mu0 = torch.randn(4, 3, 16, generator=g)
+    out = claims.bootstrap_category_cosines(h, cats, mu0, inst=1, n_boot=30)
+    assert out["inst"].shape == (4,) and out["inst_boot"].shape == (30, 4) and out["n_categories"] == 3
+    table = geometry.category_table(geometry.category_directions(h, cats, mu0, 1), torch.randn(4, 16), torch.randn(4, 16))
+    assert np.allclose(out["inst"], table["pairwise_cos_inst"]) and np.allclose(out["post"], table["pairwise_cos_post"])
 
 
 def test_every_claim_has_a_rule_and_renders():
