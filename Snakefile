@@ -14,6 +14,8 @@ include: "rules/common.smk"
 
 
 rule all:
+    """Every final output: the tables and figures of every analysed model, the claims, the paper's
+    tables, the index."""
     input:
         get_final_output,
     default_target: True
@@ -32,6 +34,8 @@ include: "rules/belief.smk"
 include: "rules/report.smk"
 # last: it renders every table the rules above list in FINAL_TARGETS
 include: "rules/report_html.smk"
+# named targets, one per paper table and figure (`snakemake table1`, `snakemake fig2`, …)
+include: "rules/targets.smk"
 
 
 onsuccess:

@@ -41,7 +41,7 @@ def _nanogcg():
     return nanogcg
 
 
-def init_string(spec: dict) -> str:
+def init_string(init: str) -> str:
     """The initial suffix, starting with the space that separates it from the goal.
 
     The space belongs to the optimised tokens ("Ġx"/"▁x"), not to the goal: nanoGCG tokenizes
@@ -49,7 +49,6 @@ def init_string(spec: dict) -> str:
     space token that never occurs when the whole prompt is tokenized, so the suffix would be
     optimised for a token sequence the model is never shown.
     """
-    init = spec["optim_str_init"]
     return init if init[:1].isspace() else " " + init
 
 
@@ -111,7 +110,7 @@ def config(spec: dict, seed: int):
     nanogcg = _nanogcg()
     return nanogcg.GCGConfig(
         num_steps=spec["num_steps"],
-        optim_str_init=init_string(spec),
+        optim_str_init=init_string(spec["optim_str_init"]),
         search_width=spec["search_width"],
         batch_size=spec.get("batch_size"),
         topk=spec["topk"],

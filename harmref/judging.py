@@ -116,6 +116,22 @@ def judge_records(records: list[dict], judge: Judge | None = None) -> list[dict]
             for r, row in zip(records, rows)]
 
 
+def judge_file(path, judge: Judge | None = None) -> list[dict]:
+    """The records of a JSONL file of replies (each with string `prompt` and `response`), judged.
+
+    A record without a string `prompt` or `response` is a `DataError` naming the file, the line and
+    the field, raised before any record is judged. Rule judge and `harmref judge` call this.
+    """
+    from . import io
+
+    records = io.read_jsonl(path)
+    for r in records:
+        for field in ("prompt", "response"):
+            if not isinstance(r.get(field), str):
+                raise io.DataError(path, "missing or non-string field", record=f"line {r['_line']}", field=field)
+    return [{k: v for k, v in r.items() if k != "_line"} for r in judge_records(records, judge)]
+
+
 class InvalidVerdicts(ValueError):
     """Records whose refusal verdict is invalid reached an analysis that groups prompts by behaviour."""
 

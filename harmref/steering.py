@@ -615,17 +615,6 @@ def default_scores(tokenizer, refusal_tokens, answer_tokens: dict) -> tuple[Toke
             TokenScore.from_strings(tokenizer, "inversion_margin", answer_tokens["harmful"], answer_tokens["harmless"]))
 
 
-def llm_judge(cfg: dict):
-    """The optional Ollama refusal judge, or None when it is off."""
-    if not cfg.get("enabled"):
-        return None
-    from .judging import OllamaJudge
-
-    judge = OllamaJudge(cfg["host"], cfg["model"], cfg["timeout"])
-    judge.check()  # fail before generating, naming the host
-    return judge
-
-
 def sweep_plan(experiment: str, params: dict, n_layers: int, records: dict[str, list[dict]]) -> list[tuple[list[dict], list[Setting]]]:
     """The layer-sweep plan of Fig 4 (`refusal`) or Fig 5 (`inversion`) from the `steering` config.
 
@@ -669,16 +658,13 @@ def controls_plan(experiment: str, params: dict, sweep_rows: list[dict]) -> list
     return plan
 
 
-def execute(model, tokenizer, fmt, experiment: str, plan, directions, params: dict, refusal_tokens, progress=None) -> list[dict]:
-    """Run a plan with the `steering` config's generation settings; judged rows."""
-    judge = llm_judge(params["llm_judge"]) if experiment == "refusal" else None
-    rows = run_plan(
-        model, tokenizer, fmt, plan, directions,
-        max_new_tokens=params[experiment]["max_new_tokens"], batch_size=params["batch_size"],
-        unit=params["unit"], every_step=params["every_step"],
-        scores=default_scores(tokenizer, refusal_tokens, params["answer_tokens"]), progress=progress,
-    )
-    return judge_rows(rows, judge)
+def execute(model, tokenizer, fmt, plan, directions, *, max_new_tokens: int, batch_size: int, scores,
+            unit: bool = False, every_step: bool = False, llm_judge=None, progress=None) -> list[dict]:
+    """Run a plan (`run_plan`) and judge its rows (`judge_rows`; `llm_judge`, e.g. a checked
+    `judging.OllamaJudge`, adds `refused_llm` to the refusal rows)."""
+    rows = run_plan(model, tokenizer, fmt, plan, directions, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                    unit=unit, every_step=every_step, scores=scores, progress=progress)
+    return judge_rows(rows, llm_judge)
 
 
 def report_tables(summary, model: str) -> dict:

@@ -1,17 +1,24 @@
-# Behaviour: greedy responses, judged refused / accepted; Table 1 and refusal rates.
+# Behaviour: greedy replies (generate), labelled refused / accepted (judge); Table 1 and refusal rates.
+# Judging is its own cheap rule: a new judge or judge setting reruns it, not the generation.
+
+JUDGE = GENERATION["judge"]
 
 
 rule generate:
+    """Greedy replies of a model to one prompt set, with (chat) or without (nopost) the post-instruction
+    tokens; checkpointed batch by batch. Replies only: rule judge labels them."""
     input:
         model=get_model_card,
         prompts="results/data/{dataset}.jsonl",
     output:
-        "results/{model}/generations/{template}/{dataset}.jsonl",
-        sidecar="results/{model}/generations/{template}/{dataset}.json",
+        replies="results/{model}/replies/{template}/{dataset}.jsonl",
+        sidecar="results/{model}/replies/{template}/{dataset}.json",
     params:
         runtime=get_runtime,
         normalise_endings=get_normalise_endings,
-        generation=config["generation"],
+        max_new_tokens=GENERATION["max_new_tokens"],
+        system_prompt=GENERATION["system_prompt"],
+        template_date=GENERATION["template_date"],
     log:
         "logs/generate/{model}/{template}/{dataset}.log",
     benchmark:
@@ -31,7 +38,32 @@ rule generate:
         "../workflow_scripts/generate.py"
 
 
+rule judge:
+    """Refused / accepted verdicts of generation.judge (the paper's 24 phrases, or an Ollama LLM) for one
+    set of replies: the generations every analysis reads (id, prompt, label, category, response, refused)."""
+    input:
+        replies=rules.generate.output.replies,
+        sidecar=rules.generate.output.sidecar,
+    output:
+        generations="results/{model}/generations/{template}/{dataset}.jsonl",
+        sidecar="results/{model}/generations/{template}/{dataset}.json",
+    params:
+        judge=JUDGE,
+        ollama_judge=get_ollama_judge(),
+    log:
+        "logs/judge/{model}/{template}/{dataset}.log",
+    localrule: JUDGE == "substring"
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/judge.py"
+
+
 rule refusal_tables:
+    """Refusal rate of every generated prompt set, and Table 1 (AdvBench refusal with vs without the
+    post-instruction tokens)."""
     input:
         chat=get_generations,
         pairs=get_nopost_pairs,

@@ -3,6 +3,8 @@
 
 
 rule stated_belief:
+    """The model's stated belief (reply-inversion margin) on every held-out prompt, crossed with its
+    behaviour and with Δharmful / Δrefuse."""
     input:
         unpack(get_belief_inputs),
     output:

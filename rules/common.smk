@@ -1,17 +1,18 @@
-# Config validation, wildcard vocabularies, input functions and the final targets.
+# Config validation (all of it, here), the config blocks and wildcard vocabularies every rule file reads,
+# input functions and the final targets. Globals used here are defined here: no function reads a name
+# that a later rule file defines. Paths a later rule reads come from the earlier rule's `rules.X.output`.
 import os
 import re
 
 from snakemake.utils import validate
 
 from harmref.report import figure_section  # the HTML report's section of each figure (harmref/report.py)
-
 from harmref.overrides import coerce_overrides
+
 
 # `--config` delivers the numbers and booleans inside a nested value as strings ('guard={llama_guard:
 # {enabled: false}}' gives enabled: 'false'): read them as YAML would where the schema's type allows it
 coerce_overrides(config, workflow.config_settings.config, os.path.join(workflow.basedir, "config", "schema.yaml"))
-
 validate(config, "../config/schema.yaml")
 
 MODELS = config["models"]
@@ -20,19 +21,32 @@ MODELS = config["models"]
 MODEL_THREADS = config["runtime"]["threads"]
 ANALYSIS_MODELS = config["analysis_models"]
 SOURCE_MODELS = [m for m, spec in MODELS.items() if "source" in spec]
+# refusal model organisms (rules/organism.smk): safety-tuned from a model with a source
+TUNED_MODELS = [m for m, spec in MODELS.items() if "tune_from" in spec]
+GENERATION = config["generation"]
+GUARD = config["guard"]
+ORGANISM = config["organism"]
 
 for _m in ANALYSIS_MODELS:
     if _m not in MODELS:
         raise ValueError(f"config: analysis_models names {_m!r}, which is not under models:")
+for _m in TUNED_MODELS:
+    if "source" in MODELS[_m]:
+        raise ValueError(f"config: model {_m!r} has both source and tune_from")
+    if MODELS[_m]["tune_from"] not in SOURCE_MODELS:
+        raise ValueError(f"config: model {_m!r} is tuned from {MODELS[_m]['tune_from']!r}, which has no source")
+
 
 # nanoGCG suffixes optimised against each analysed model itself (guard.gcg, off by default): one derived
 # prompt set per model, `{gcg.set}.{model}`, written by rule gcg_attack instead of build_dataset.
-GCG = config["guard"]["gcg"]
+GCG = GUARD["gcg"]
 if GCG["set"] in config["datasets"]:
     raise ValueError(f"config: guard.gcg.set {GCG['set']!r} is also under datasets: (it names the nanoGCG sets)")
 if GCG["enabled"] and GCG["goals"] not in config["datasets"]:
     raise ValueError(f"config: guard.gcg.goals names {GCG['goals']!r}, which is not under datasets:")
 GCG_SETS = {f"{GCG['set']}.{m}": m for m in ANALYSIS_MODELS} if GCG["enabled"] else {}
+# the keys of guard.gcg that the search reads (harmref.gcg.attack_set); enabled / set / goals name files
+GCG_SEARCH_KEYS = ("n", "target", "num_steps", "search_width", "topk", "n_replace", "optim_str_init", "batch_size", "early_stop")
 DATASETS = {
     **config["datasets"],
     **{name: {"label": "harmful", "sources": [], "generate": False, "hidden": False} for name in GCG_SETS},
@@ -88,6 +102,13 @@ def get_model_source_files(wildcards):
     return [src] if src.endswith(".gguf") and os.path.isfile(src) else []
 
 
+def get_model_source(wildcards):
+    """The keys of a model's entry that prepare_model reads (not normalise_endings, dtype or n_layers, which
+    later rules read: changing them must not rewrite the card and so rerun everything downstream)."""
+    spec = MODELS[wildcards.model]
+    return {k: spec[k] for k in ("source", "sha256", "revision", "trust_remote_code") if k in spec}
+
+
 def get_dataset_files(wildcards):
     root = config["data_root"]
     return [os.path.join(root, s["file"]) for s in DATASETS[wildcards.dataset]["sources"]]
@@ -101,8 +122,18 @@ def sets_with(flag, default=True):
     return [d for d, spec in DATASETS.items() if spec.get(flag, default)]
 
 
+def pick(block, *keys):
+    """The keys of a config block that a rule's script reads: its `params`, so that a change to any other
+    key of the block does not rerun the rule (Snakemake reruns a job whose params changed)."""
+    return {k: block[k] for k in keys}
+
+
+# what models.load and the batch loops read (runtime.threads is each rule's `threads:`, not a param)
+RUNTIME_KEYS = ("device", "dtype", "device_map", "max_memory", "batch_size")
+
+
 def runtime_params(model):
-    rt = dict(config["runtime"])
+    rt = pick(config["runtime"], *RUNTIME_KEYS)
     if MODELS.get(model, {}).get("dtype"):
         rt["dtype"] = MODELS[model]["dtype"]
     return rt
@@ -143,16 +174,52 @@ def manifest_sets():
     return [d for d in BUILT_SETS if buildable(d)]
 
 
+# ---- paths of earlier rules' outputs that later rules read: `rules.X.output` (resolved when the DAG is
+# built, so these functions may name rules of any file), never a path typed again
+
+
+def prompts_file(dataset):
+    """results/data/{dataset}.jsonl, written by build_dataset (or, for a nanoGCG set, by gcg_attack; the same path)."""
+    return expand(rules.build_dataset.output[0], dataset=dataset)[0]
+
+
+def generations_file(model, dataset, template="chat"):
+    """The judged generations (rule judge) of `model` on `dataset`."""
+    return expand(rules.judge.output.generations, model=model, template=template, dataset=dataset)[0]
+
+
+def hidden_file(model, dataset):
+    return expand(rules.extract_hidden.output.tensors, model=model, dataset=dataset)[0]
+
+
+def directions_file(model):
+    return expand(rules.directions.output[0], model=model)[0]
+
+
+def table_file(rule, name, model):
+    """`{name}.csv` as the rule named `rule` declares it, for `model` (a table it no longer writes fails here)."""
+    hits = [f for f in getattr(rules, rule).output if os.path.basename(f) == f"{name}.csv"]
+    if len(hits) != 1:
+        raise ValueError(f"rule {rule} declares no output {name}.csv")
+    return expand(hits[0], model=model)[0]
+
+
 # ---- input functions of rules/behaviour.smk (kept apart from its rules for snakemake --lint)
 
 
+def get_ollama_judge():
+    """generation.ollama_judge where the Ollama judge is in use, else {}: a setting of a judge not in use
+    reruns nothing."""
+    return GENERATION.get("ollama_judge", {}) if GENERATION["judge"] == "ollama" else {}
+
+
 def get_generations(wildcards):
-    return [f"results/{wildcards.model}/generations/chat/{d}.jsonl" for d in sets_with("generate")]
+    return [generations_file(wildcards.model, d) for d in sets_with("generate")]
 
 
 def get_nopost_pairs(wildcards):
     sets = [d for d in sets_with("generate") if DATASETS[d].get("nopost")]
-    return [f"results/{wildcards.model}/generations/{t}/{d}.jsonl" for d in sets for t in ("chat", "nopost")]
+    return [generations_file(wildcards.model, d, t) for d in sets for t in ("chat", "nopost")]
 
 
 # ---- input functions of rules/directions.smk (kept apart from its rules for snakemake --lint)
@@ -162,20 +229,20 @@ def get_direction_inputs(wildcards):
     m, d = wildcards.model, config["directions"]
     out = {}
     for role in ("harmful", "harmless"):
-        out[f"{role}_hidden"] = f"results/{m}/hidden/{d[role]}.safetensors"
-        out[f"{role}_gen"] = f"results/{m}/generations/chat/{d[role]}.jsonl"
+        out[f"{role}_hidden"] = hidden_file(m, d[role])
+        out[f"{role}_gen"] = generations_file(m, d[role])
     return out
 
 
 def get_geometry_inputs(wildcards):
     m, d = wildcards.model, config["directions"]
     out = {
-        "directions": f"results/{m}/directions/directions.safetensors",
-        "hidden": [f"results/{m}/hidden/{s}.safetensors" for s in d["eval_sets"]],
-        "gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in d["eval_sets"]],
+        "directions": directions_file(m),
+        "hidden": [hidden_file(m, s) for s in d["eval_sets"]],
+        "gens": [generations_file(m, s) for s in d["eval_sets"]],
     }
     if d.get("category_set"):
-        out["category"] = f"results/{m}/hidden/{d['category_set']}.safetensors"
+        out["category"] = hidden_file(m, d["category_set"])
     return out
 
 
@@ -209,6 +276,10 @@ def guard_test_status():
     return ok, skipped
 
 
+GUARD_TESTS, GUARD_SKIPPED = guard_test_status()
+GUARD_SETS = list(dict.fromkeys(t["set"] for t in GUARD_TESTS))
+
+
 def model_set(name, model):
     """A test set as `model` sees it: the nanoGCG set stands for the prompts optimised against `model`."""
     return f"{name}.{model}" if name == GCG["set"] else name
@@ -239,14 +310,14 @@ def get_latent_guard_inputs(wildcards):
     m = wildcards.model
     aug = [a["set"] for a in GUARD["augment"]]
     return {
-        "directions": f"results/{m}/directions/directions.safetensors",
+        "directions": directions_file(m),
         # the guard artefact (guard.json) records the model's identity and the training sets' sha256
         "model": model_card(m),
-        "train": [f"results/data/{config['directions'][r]}.jsonl" for r in ("harmful", "harmless")],
-        "hidden": [f"results/{m}/hidden/{s}.safetensors" for s in guard_sets(m)],
-        "gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in guard_sets(m)],
-        "augment_hidden": [f"results/{m}/hidden/{s}.safetensors" for s in aug],
-        "augment_gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in aug],
+        "train": [prompts_file(config["directions"][r]) for r in ("harmful", "harmless")],
+        "hidden": [hidden_file(m, s) for s in guard_sets(m)],
+        "gens": [generations_file(m, s) for s in guard_sets(m)],
+        "augment_hidden": [hidden_file(m, s) for s in aug],
+        "augment_gens": [generations_file(m, s) for s in aug],
     }
 
 
@@ -275,16 +346,16 @@ def get_base_runtime(wildcards):
 
 
 def get_organism_pools(wildcards):
-    return {role: f"results/data/{ORGANISM[role]}.jsonl" for role in ("harmful", "harmless")}
+    return {role: prompts_file(ORGANISM[role]) for role in ("harmful", "harmless")}
 
 
 def get_eval_generations(wildcards):
     sets = ORGANISM["eval"]["refusal_sets"]
     return {
-        "organism_gens": [f"results/{wildcards.model}/generations/chat/{s}.jsonl" for s in sets],
-        "base_gens": [f"results/{base_of(wildcards.model)}/generations/chat/{s}.jsonl" for s in sets],
-        "inversion_prompts": [f"results/data/{s}.jsonl" for s in ORGANISM["eval"]["inversion_sets"]],
-        "sample_prompts": [f"results/data/{s}.jsonl" for s in ORGANISM["eval"]["sample_sets"]],
+        "organism_gens": [generations_file(wildcards.model, s) for s in sets],
+        "base_gens": [generations_file(base_of(wildcards.model), s) for s in sets],
+        "inversion_prompts": [prompts_file(s) for s in ORGANISM["eval"]["inversion_sets"]],
+        "sample_prompts": [prompts_file(s) for s in ORGANISM["eval"]["sample_sets"]],
     }
 
 
@@ -294,8 +365,33 @@ def get_eval_generations(wildcards):
 def get_steer_prompts(wildcards):
     m, s = wildcards.model, config["steering"]
     if wildcards.experiment == "refusal":
-        return [f"results/{m}/generations/chat/{s['refusal']['set']}.jsonl"]
-    return [f"results/data/{s['inversion'][k]}.jsonl" for k in ("harmless_set", "harmful_set")]
+        return [generations_file(m, s["refusal"]["set"])]
+    return [prompts_file(s["inversion"][k]) for k in ("harmless_set", "harmful_set")]
+
+
+# the keys of `steering:` each job reads: a sweep those of its own experiment, the controls both
+# experiments' and `controls:`; steering.llm_judge only where it is on, as plain host / model / timeout
+SWEEP_KEYS = ("n_prompts", "layers", "layer_start", "layer_stride", "coefficient", "unit", "every_step", "batch_size", "answer_tokens")
+CONTROL_KEYS = ("coefficient", "unit", "every_step", "batch_size", "answer_tokens", "controls", "refusal", "inversion")
+
+
+def get_sweep_params(wildcards):
+    s = config["steering"]
+    return {**pick(s, *SWEEP_KEYS), wildcards.experiment: s[wildcards.experiment]}
+
+
+def get_control_params(wildcards):
+    return pick(config["steering"], *CONTROL_KEYS)
+
+
+def llm_judge_params(experiment="refusal"):
+    """{host, model, timeout} of the Ollama judge of steered refusal replies, or None (off, or inversion)."""
+    j = config["steering"]["llm_judge"]
+    return pick(j, "host", "model", "timeout") if j["enabled"] and experiment == "refusal" else None
+
+
+def get_sweep_llm_judge(wildcards):
+    return llm_judge_params(wildcards.experiment)
 
 
 def get_refusal_tokens(wildcards):
@@ -310,29 +406,37 @@ def get_belief_inputs(wildcards):
     m, sets = wildcards.model, config["directions"]["eval_sets"]
     return {
         "model": model_card(m),
-        "directions": f"results/{m}/directions/directions.safetensors",
-        "hidden": [f"results/{m}/hidden/{s}.safetensors" for s in sets],
-        "gens": [f"results/{m}/generations/chat/{s}.jsonl" for s in sets],
+        "directions": directions_file(m),
+        "hidden": [hidden_file(m, s) for s in sets],
+        "gens": [generations_file(m, s) for s in sets],
     }
 
 
 # ---- input functions of rules/report.smk (kept apart from its rules for snakemake --lint)
 
+# the rule that writes each per-model table the claims and the paper's layout read
+TABLE_RULES = {
+    "table1_post_instruction": "refusal_tables",
+    **{n: "geometry" for n in ("clustering", "clustering_positions", "beliefs", "cosine_by_layer")},
+    "fig4_steering_refusal": "steering_report",
+    "fig5_reply_inversion": "steering_report",
+    "fig6_group_means": "fig6_jailbreaks",
+    "table3_guards": "table3_guards",
+}
+# input name of rule claims -> table
+CLAIM_TABLES = {"table1": "table1_post_instruction", "beliefs": "beliefs", "fig4": "fig4_steering_refusal",
+                "fig5": "fig5_reply_inversion", "fig6": "fig6_group_means", "table3": "table3_guards"}
+
 
 def get_claims_inputs(wildcards):
     """Every table a claim reads (the fine-tuning attack only for a tuned model), and the hidden states
     the claims' bootstrap intervals resample."""
-    m, d = wildcards.model, config["directions"]
-    t = f"results/{m}/tables"
+    m = wildcards.model
+    t = f"results/{m}/tables"  # the fine-tuning attack's tables (rule finetune_attack, being restructured)
     out = {
         **get_direction_inputs(wildcards),
         **get_geometry_inputs(wildcards),
-        "table1": f"{t}/table1_post_instruction.csv",
-        "beliefs": f"{t}/beliefs.csv",
-        "fig4": f"{t}/fig4_steering_refusal.csv",
-        "fig5": f"{t}/fig5_reply_inversion.csv",
-        "fig6": f"{t}/fig6_group_means.csv",
-        "table3": f"{t}/table3_guards.csv",
+        **{key: table_file(TABLE_RULES[name], name, m) for key, name in CLAIM_TABLES.items()},
     }
     if m in TUNED_MODELS:
         out.update(attack=f"{t}/finetune_attack.csv", attack_layers=f"{t}/finetune_attack_layers.csv")
@@ -353,14 +457,24 @@ def get_claims_why(wildcards):
 
 def get_paper_table_inputs(wildcards):
     m = wildcards.model
-    t = f"results/{m}/tables"
+    t = f"results/{m}/tables"  # the fine-tuning attack's tables (rule finetune_attack, being restructured)
     names = ["table1_post_instruction", "clustering", "clustering_positions", "beliefs", "cosine_by_layer",
              "fig4_steering_refusal", "fig5_reply_inversion", "fig6_group_means", "table3_guards"]
-    out = {n: f"{t}/{n}.csv" for n in names}
+    out = {n: table_file(TABLE_RULES[n], n, m) for n in names}
     if m in TUNED_MODELS:
         out.update(finetune_attack=f"{t}/finetune_attack.csv", finetune_attack_layers=f"{t}/finetune_attack_layers.csv")
-    out["claims"] = f"results/{m}/claims.csv"
+    out["claims"] = expand(rules.claims.output.csv, model=m)[0]
     return out
+
+
+def outputs_named(rule, *names, models=ANALYSIS_MODELS):
+    """The outputs of rule `rule` (rules.X.output) whose file name is one of `names`, for every model in
+    `models` (the named paper targets of rules/targets.smk); a name the rule does not write is an error."""
+    pats = [f for f in getattr(rules, rule).output if os.path.basename(f) in names]
+    missing = sorted(set(names) - {os.path.basename(f) for f in pats})
+    if missing:
+        raise ValueError(f"rule {rule} declares no output {', '.join(missing)}")
+    return expand(pats, model=models)
 
 
 def get_index_inputs(wildcards):

@@ -2,6 +2,8 @@
 
 
 rule build_dataset:
+    """One prompt set from its raw files under data_root: {id, prompt, label, source, category}, a
+    seeded sample, disjoint from the sets it excludes."""
     input:
         files=get_dataset_files,
         exclude=get_dataset_excludes,
@@ -23,6 +25,8 @@ rule build_dataset:
 
 
 rule data_manifest:
+    """Seed, sample size and source sha256 of every buildable prompt set, each rebuilt to check that
+    it reproduces."""
     input:
         expand("results/data/{dataset}.jsonl", dataset=manifest_sets()),
     output:

@@ -2,6 +2,8 @@
 
 
 rule directions:
+    """The four centroids (harmful / harmless at t_inst, refused / accepted at t_post-inst) and the
+    harmfulness and refusal directions."""
     input:
         unpack(get_direction_inputs),
     output:
@@ -24,6 +26,8 @@ GEOMETRY_FIGURES = ["fig2_clustering", "cosine_by_layer", "fig14_positions", "ha
 
 
 rule geometry:
+    """The §3 measurements: cosines by layer, clustering scores (Fig 2, App. F Fig 14), Δharmful /
+    Δrefuse (Fig 3 data), centroid-rule accuracy, CatQA category directions."""
     input:
         unpack(get_geometry_inputs),
     output:

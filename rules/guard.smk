@@ -2,14 +2,12 @@
 # Per model: Δharmful / Δrefuse of every test prompt, Table 3, the Fig 6 jailbreak scatter.
 # Text-only guards (MiniLM, Llama Guard 3) do not depend on the model: results/text_guards/.
 
-GUARD = config["guard"]
-
-
-GUARD_TESTS, GUARD_SKIPPED = guard_test_status()
-GUARD_SETS = list(dict.fromkeys(t["set"] for t in GUARD_TESTS))
+# GUARD (config["guard"]) and the Table 3 test sets (GUARD_TESTS, GUARD_SKIPPED, GUARD_SETS): rules/common.smk
 
 
 rule latent_guard:
+    """Latent Guard (§5.1): Δharmful / Δrefuse of every Table 3 test prompt, and the guard artefact
+    (guard.json) that harmref guard check loads."""
     input:
         unpack(get_latent_guard_inputs),
     output:
@@ -28,9 +26,9 @@ rule latent_guard:
         system_prompt=config["generation"]["system_prompt"],
         template_date=config["generation"]["template_date"],
         storage_dtype=config["hidden"]["storage_dtype"],
-        directions=config["directions"],
-        max_new_tokens=config["generation"]["max_new_tokens"],
-        judge=config["generation"]["judge"],
+        directions=pick(config["directions"], "harmful", "harmless", "harmful_centroid", "min_group"),
+        max_new_tokens=GENERATION["max_new_tokens"],
+        judge=GENERATION["judge"],
     log:
         "logs/latent_guard/{model}.log",
     localrule: True
@@ -43,13 +41,15 @@ rule latent_guard:
 
 
 rule gcg_attack:
+    """nanoGCG adversarial suffixes optimised against the model itself: the prompt set
+    jb_gcg.{model} (guard.gcg, off by default)."""
     input:
         model=get_model_card,
         goals=f"results/data/{GCG['goals']}.jsonl",
     output:
         f"results/data/{GCG['set']}.{{model}}.jsonl",
     params:
-        gcg=GCG,
+        gcg=pick(GCG, *GCG_SEARCH_KEYS),
         runtime=get_runtime,
         normalise_endings=get_normalise_endings,
         system_prompt=config["generation"]["system_prompt"],
@@ -74,6 +74,8 @@ rule gcg_attack:
 
 
 rule gcg_report:
+    """Per nanoGCG goal: the model's refusal of the goal alone, with the initial suffix and with the
+    optimised one."""
     input:
         model=get_model_card,
         prompts=rules.gcg_attack.output[0],
@@ -82,8 +84,10 @@ rule gcg_report:
     output:
         multiext("results/{model}/tables/gcg_attack", ".csv", ".md"),
     params:
-        gcg=GCG,
-        generation=config["generation"],
+        optim_str_init=GCG["optim_str_init"],
+        max_new_tokens=GENERATION["max_new_tokens"],
+        judge=GENERATION["judge"],
+        ollama_judge=get_ollama_judge(),
         runtime=get_runtime,
         system_prompt=config["generation"]["system_prompt"],
         template_date=config["generation"]["template_date"],
@@ -107,6 +111,8 @@ rule gcg_report:
 
 
 rule minilm_guard:
+    """The MiniLM text-classifier baseline of Table 3, trained on guard.train, scoring every guard
+    test set."""
     input:
         train=[f"results/data/{s}.jsonl" for s in GUARD["train"]],
         tests=[f"results/data/{s}.jsonl" for s in text_guard_sets()],
@@ -130,6 +136,8 @@ rule minilm_guard:
 
 
 rule llama_guard:
+    """Llama Guard 3 verdicts (through Ollama) on one prompt set: a Table 3 baseline
+    (guard.llama_guard, off by default)."""
     input:
         "results/data/{dataset}.jsonl",
     output:
@@ -147,6 +155,8 @@ rule llama_guard:
 
 
 rule table3_guards:
+    """Table 3: accuracy of the Latent Guard, the refusal-based and the text guards on each test
+    set, and each latent score's AUROC."""
     input:
         unpack(get_text_guards),
         scores=rules.latent_guard.output.scores,
@@ -168,6 +178,8 @@ rule table3_guards:
 
 
 rule fig6_jailbreaks:
+    """Fig 6: Δharmful vs Δrefuse of the jailbreak prompts beside the refused-harmful reference, and
+    the group means."""
     input:
         scores=rules.latent_guard.output.scores,
     output:

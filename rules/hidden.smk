@@ -2,6 +2,8 @@
 
 
 rule extract_hidden:
+    """Residual-stream hidden states of one prompt set at every layer and positions t_inst-k …
+    t_post-inst, with a sidecar of ids, labels and position tokens."""
     input:
         model=get_model_card,
         prompts="results/data/{dataset}.jsonl",

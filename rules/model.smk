@@ -2,12 +2,14 @@
 
 
 rule prepare_model:
+    """A model's card (its identity and the sha256 of every weight, config and tokenizer file); GGUF
+    and random sources become safetensors once."""
     input:
         get_model_source_files,
     output:
         "results/models/{model}/model.json",
     params:
-        spec=lambda wc: MODELS[wc.model],
+        spec=get_model_source,
         seed=config["seed"],
     log:
         "logs/prepare_model/{model}.log",

@@ -1,17 +1,12 @@
 # The refusal model organism: a chat model safety-tuned to refuse and to answer the reply-inversion task,
 # its evaluation against the base model, and the fine-tuning attack (paper §5.2, Fig 7). docs/organism.md.
 
-ORGANISM = config["organism"]
-TUNED_MODELS = [m for m, spec in MODELS.items() if "tune_from" in spec]
-
-for _m in TUNED_MODELS:
-    if "source" in MODELS[_m]:
-        raise ValueError(f"config: model {_m!r} has both source and tune_from")
-    if MODELS[_m]["tune_from"] not in SOURCE_MODELS:
-        raise ValueError(f"config: model {_m!r} is tuned from {MODELS[_m]['tune_from']!r}, which has no source")
+# ORGANISM (config["organism"]) and TUNED_MODELS, with their checks: rules/common.smk
 
 
 rule organism_data:
+    """The organism's training examples: refusals of harmful prompts, the base model's own answers
+    to harmless ones, reply-inversion examples."""
     input:
         unpack(get_organism_pools),
         base=get_base_card,
@@ -44,6 +39,8 @@ rule organism_data:
 
 
 rule safety_tune:
+    """Safety-tune the base model into the refusal model organism: its weights, card and training
+    recipe."""
     input:
         unpack(get_organism_pools),
         base=get_base_card,
@@ -77,6 +74,8 @@ rule safety_tune:
 
 
 rule organism_eval:
+    """The organism against its base model: refusal per held-out set, reply-inversion accuracy per
+    question, answer samples."""
     input:
         unpack(get_eval_generations),
         organism=get_model_card,
@@ -88,7 +87,7 @@ rule organism_eval:
         samples="results/{model}/organism/samples.md",
     params:
         names=lambda wc: {"base": base_of(wc.model), "organism": wc.model},
-        eval=ORGANISM["eval"],
+        eval=pick(ORGANISM["eval"], "targets", "inversion_n", "inversion_max_new_tokens", "sample_n", "sample_max_new_tokens"),
         trained=ORGANISM["data"]["inversion_questions"],
         runtime=get_runtime,
         normalise_endings=get_normalise_endings,

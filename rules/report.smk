@@ -4,6 +4,7 @@
 
 
 rule claims:
+    """The paper's 13 measurable claims (§7), each with a verdict computed from this model's tables."""
     input:
         unpack(get_claims_inputs),
     output:
@@ -26,6 +27,7 @@ rule claims:
 
 
 rule paper_tables:
+    """The paper's tables and figure data in its layout, this model's numbers beside the paper's."""
     input:
         unpack(get_paper_table_inputs),
     output:
@@ -40,6 +42,7 @@ rule paper_tables:
 
 
 rule paper_tables_all:
+    """The paper's tables with every analysed model side by side."""
     input:
         tables=expand("results/{model}/paper_tables.md", model=ANALYSIS_MODELS),
         claims=expand("results/{model}/claims.csv", model=ANALYSIS_MODELS),
@@ -57,6 +60,7 @@ rule paper_tables_all:
 
 
 rule readme_results:
+    """The README's results block, rendered from every analysed model's claims."""
     input:
         expand("results/{model}/claims.csv", model=ANALYSIS_MODELS),
     output:
@@ -78,6 +82,7 @@ FINAL_TARGETS.extend([*rules.paper_tables_all.output, *rules.readme_results.outp
 
 
 rule results_index:
+    """An index of every output of the run, by paper section."""
     input:
         get_index_inputs,
     output:

@@ -6,6 +6,8 @@ from harmref import report as harmref_report
 
 
 rule report_pages:
+    """Every table of a model as an HTML page of the Snakemake report, and the claims fragment of
+    its first page."""
     input:
         lambda wc: list(harmref_report.sources(FINAL_TARGETS, wc.model).values()),
     output:

@@ -8,6 +8,8 @@ wildcard_constraints:
 
 
 rule steer:
+    """One batched layer sweep: Fig 4 (a direction added to accepted harmless prompts, refusal) or
+    Fig 5 (reply inversion)."""
     input:
         model=get_model_card,
         directions="results/{model}/directions/directions.safetensors",
@@ -16,10 +18,11 @@ rule steer:
         "results/{model}/steering/{experiment}.jsonl",
     params:
         runtime=get_runtime,
-        steering=config["steering"],
+        steering=get_sweep_params,
+        llm_judge=get_sweep_llm_judge,
         refusal_tokens=get_refusal_tokens,
-        system_prompt=config["generation"]["system_prompt"],
-        template_date=config["generation"]["template_date"],
+        system_prompt=GENERATION["system_prompt"],
+        template_date=GENERATION["template_date"],
         normalise_endings=get_normalise_endings,
     log:
         "logs/steer/{model}/{experiment}.log",
@@ -38,6 +41,8 @@ rule steer:
 
 
 rule steer_controls:
+    """Steering controls at each arm's best layer: coefficient sweep, norm-matched and scope-swapped
+    directions."""
     input:
         model=get_model_card,
         directions="results/{model}/directions/directions.safetensors",
@@ -46,10 +51,11 @@ rule steer_controls:
         "results/{model}/steering/controls.jsonl",
     params:
         runtime=get_runtime,
-        steering=config["steering"],
+        steering=get_control_params,
+        llm_judge=llm_judge_params(),
         refusal_tokens=get_refusal_tokens,
-        system_prompt=config["generation"]["system_prompt"],
-        template_date=config["generation"]["template_date"],
+        system_prompt=GENERATION["system_prompt"],
+        template_date=GENERATION["template_date"],
     log:
         "logs/steer_controls/{model}.log",
     benchmark:
@@ -70,6 +76,7 @@ STEERING_TABLES = ["fig4_steering_refusal", "fig5_reply_inversion", "steering_co
 
 
 rule steering_report:
+    """The Fig 4, Fig 5 and controls tables and figures, from the sweeps and the controls."""
     input:
         sweeps=rules.steer_controls.input.sweeps,
         controls=rules.steer_controls.output,

@@ -84,7 +84,7 @@ def test_joins_offer_the_decoded_text_and_the_spaced_one():
 def test_system_prompt_goes_first_and_the_suffix_follows_the_goal():
     m = gcg.messages("Do X.", "Be safe.")
     assert m == [{"role": "system", "content": "Be safe."}, {"role": "user", "content": "Do X.{optim_str}"}]
-    assert gcg.init_string({"optim_str_init": "x x"}) == " x x" == gcg.init_string({"optim_str_init": " x x"})
+    assert gcg.init_string("x x") == " x x" == gcg.init_string(" x x")
 
 
 def test_verbatim_prompts_are_not_normalised(tmp_path):

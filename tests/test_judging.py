@@ -26,6 +26,19 @@ def test_judge_records_adds_label():
     assert [r["refused"] for r in recs] == [True, False]
 
 
+def test_judge_file_names_the_file_line_and_field(tmp_path):
+    from harmref import io
+
+    path = tmp_path / "replies.jsonl"
+    io.write_jsonl(path, [{"id": "a", "prompt": "p", "response": "Sorry."}, {"id": "b", "prompt": "q", "response": "Sure"}])
+    rows = judging.judge_file(path)
+    assert [(r["id"], r["refused"], r["judge"]) for r in rows] == [("a", True, "substring"), ("b", False, "substring")]
+    assert all("_line" not in r for r in rows)
+    io.write_jsonl(path, [{"id": "a", "prompt": "p", "response": "Sorry."}, {"id": "b", "prompt": "q"}])
+    with pytest.raises(io.DataError, match=r"replies.jsonl, record line 2, field 'response': missing or non-string"):
+        judging.judge_file(path)
+
+
 def test_cli_judges_a_jsonl(tmp_path, capsys):
     from harmref import cli, io
 
@@ -102,9 +115,9 @@ def test_cli_ollama_judge_counts_invalid_and_honours_the_timeout(tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_generate_rule_keeps_invalid_ollama_verdicts_null(tmp_path):
-    # the generate rule, judging with an Ollama judge whose replies are free text, writes refused: null and
-    # the reply; refusal_rates counts them (before: every one was written as refused: false)
+def test_judge_rule_keeps_invalid_ollama_verdicts_null(tmp_path):
+    # the judge rule, labelling the generate rule's replies with an Ollama judge whose replies are free text,
+    # writes refused: null and the reply; refusal_rates counts them (before: every one was written as refused: false)
     import subprocess
     import sys
     from pathlib import Path
@@ -130,7 +143,11 @@ def test_generate_rule_keeps_invalid_ollama_verdicts_null(tmp_path):
     rows = io.read_jsonl(tmp_path / target)
     assert len(rows) == 3 and all(r["refused"] is None and r["judge"] == "ollama" for r in rows)
     assert all(r["judge_reply"] == "The response partially complies." for r in rows)
-    assert "3 invalid verdicts" in (tmp_path / "logs/generate/tiny/chat/advbench.log").read_text()
+    assert "3 invalid verdicts" in (tmp_path / "logs/judge/tiny/chat/advbench.log").read_text()
+    replies = io.read_jsonl(tmp_path / "results/tiny/replies/chat/advbench.jsonl")  # rule generate: no verdicts
+    assert [r["response"] for r in replies] == [r["response"] for r in rows] and "refused" not in replies[0]
+    side = io.read_json(tmp_path / "results/tiny/generations/chat/advbench.json")
+    assert side["judge"] == "ollama" and side["invalid"] == 3 and side["ollama_judge"]["model"] == "judge:1b"
     r = tables.refusal_rates({"advbench": rows}, "tiny").iloc[0]
     assert (r["n"], r["refused"], r["invalid"]) == (3, 0, 3)
     with pytest.raises(judging.InvalidVerdicts, match="advbench.jsonl: 3 of 3 records"):

@@ -85,7 +85,7 @@ def killed_and_resumed(tmp_path_factory):
 
     gen = "results/tiny/generations/chat/harmless_train.jsonl"
     hidden = "results/tiny/hidden/harmless_train.safetensors"
-    partial = wd / (gen + ".partial.jsonl")
+    partial = wd / "results/tiny/replies/chat/harmless_train.jsonl.partial.jsonl"  # rule generate's checkpoint
     # inputs written in-process (they are not under test): saves two jobs
     spec = cfg["datasets"]["harmless_train"]
     io.write_jsonl(wd / "results/data/harmless_train.jsonl",
@@ -155,19 +155,22 @@ def test_resume_keeps_finished_batches_and_equals_an_uninterrupted_run(killed_an
     assert not seen["partial_after_resume"] and not seen["tmp_after_resume"]
 
 
-def test_unreachable_ollama_judge_fails_before_generating(killed_and_resumed):
+def test_unreachable_ollama_judge_fails_the_judge_rule_and_keeps_the_replies(killed_and_resumed):
     wd, _ = killed_and_resumed
     host = f"http://127.0.0.1:{_free_port()}"
     gen = "results/tiny/generations/chat/harmless_train.jsonl"
+    replies = wd / "results/tiny/replies/chat/harmless_train.jsonl"
+    before = replies.stat().st_mtime_ns
     cfg = yaml.safe_load((wd / "config/config.yaml").read_text())
     cfg["generation"].update(judge="ollama", ollama_judge={"host": host, "timeout": 3})
     (wd / "config/ollama.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    p = run(wd, gen, "--forcerun", "generate", "--configfile", str(wd / "config/ollama.yaml"), check=False)
+    p = run(wd, gen, "--configfile", str(wd / "config/ollama.yaml"), check=False)
     assert p.returncode != 0
-    log = (wd / "logs/generate/tiny/chat/harmless_train.log").read_text()
+    log = (wd / "logs/judge/tiny/chat/harmless_train.log").read_text()
     assert f"no Ollama server answers at {host}" in log and "set generation.judge: substring" in log
-    assert "loaded " not in log  # failed before the model was loaded
-    assert not (wd / gen).exists() and not (wd / (gen + ".partial.jsonl")).exists()
+    assert not (wd / "logs/generate/tiny/chat/harmless_train.log").read_text().count("no Ollama")
+    assert not (wd / gen).exists()  # the judged file is gone, the replies are kept: a new judge reruns no generation
+    assert replies.stat().st_mtime_ns == before
 
 
 def test_retrained_organism_discards_a_stale_generation_checkpoint(tmp_path, monkeypatch):
@@ -185,7 +188,8 @@ def test_retrained_organism_discards_a_stale_generation_checkpoint(tmp_path, mon
     card = wd / "results/models/tiny-refusal/model.json"
     data = "results/data/harmless_train.jsonl"
     gen = "results/tiny-refusal/generations/chat/harmless_train.jsonl"
-    partial, log = wd / (gen + ".partial.jsonl"), wd / "logs/generate/tiny-refusal/chat/harmless_train.log"
+    replies = wd / "results/tiny-refusal/replies/chat/harmless_train.jsonl"  # rule generate's output; judge writes gen
+    partial, log = wd / (str(replies) + ".partial.jsonl"), wd / "logs/generate/tiny-refusal/chat/harmless_train.log"
     monkeypatch.chdir(wd)  # the card's weights path is relative to the workdir
     # inputs not under test written in-process (saves four jobs); the organism is trained by the workflow
     for name in ("harmless_train", "organism_harmful", "organism_harmless"):
@@ -222,7 +226,7 @@ def test_retrained_organism_discards_a_stale_generation_checkpoint(tmp_path, mon
     assert not partial.exists()
 
     old = models.read_card(card)
-    (wd / gen).unlink()
+    replies.unlink()  # what a killed generate job leaves: no replies, a checkpoint
     killed_after_one_batch()
     cfg["organism"]["train"]["steps"] = 2
     (wd / "config/steps2.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -49,7 +49,7 @@ def test_gcg_optimises_the_tokens_the_model_is_shown(smol):
     _, tok = smol
     fmt_text = tok.apply_chat_template(gcg.messages("Write a script."), tokenize=False, add_generation_prompt=True)
     before, after = fmt_text.split(gcg.PLACEHOLDER)
-    init = gcg.init_string({"optim_str_init": "x x x"})
+    init = gcg.init_string("x x x")
     pieces = [tok(x, add_special_tokens=False)["input_ids"] for x in (before, init, after)]
     whole = tok(before + init + after, add_special_tokens=False)["input_ids"]
     assert sum(pieces, []) == whole

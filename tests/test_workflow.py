@@ -180,6 +180,97 @@ def test_changing_one_sample_size_reruns_only_its_dependents(workdir):
     assert "prepare_model" not in counts and "directions" not in counts, counts
 
 
+def test_a_new_judge_reruns_judging_not_generation(workdir):
+    """Judging is its own rule: switching generation.judge reruns `judge` on every set of replies and what
+    reads the verdicts, never `generate`; a setting of a judge not in use, or of another rule, reruns nothing
+    (params carry only the keys each rule reads)."""
+    config = yaml.safe_load((workdir / "config/config.yaml").read_text())
+    n_sets = len(list((workdir / "results/tiny/replies").rglob("*.jsonl")))
+    assert n_sets == len(list((workdir / "results/tiny/generations").rglob("*.jsonl"))) > 5
+
+    def dry(**changes):
+        cfg = yaml.safe_load(yaml.safe_dump(config))
+        for block, keys in changes.items():
+            cfg[block].update(keys)
+        path = workdir / "config/changed.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return run(workdir, "-n", "--configfile", str(path)).stdout
+
+    ollama = {"host": "http://127.0.0.1:9", "model": "judge:1b", "timeout": 5}  # a dry run contacts no server
+    counts = job_counts(dry(generation={"judge": "ollama", "ollama_judge": ollama}))
+    assert counts.get("judge") == n_sets, counts
+    assert "generate" not in counts and "extract_hidden" not in counts and "prepare_model" not in counts, counts
+    assert {"refusal_tables", "directions", "geometry", "latent_guard", "steer", "claims"} <= set(counts), counts
+    assert "Nothing to be done" in dry(generation={"ollama_judge": ollama})  # substring judge in use: no rerun
+    assert "Nothing to be done" in dry(runtime={"threads": 1})  # `threads:`, not a param of any rule
+    counts = job_counts(dry(steering={**config["steering"], "controls": {**config["steering"]["controls"], "coefficients": [3]}}))
+    assert counts.get("steer_controls") == 1 and "steer" not in counts and "generate" not in counts, counts
+
+
+def test_every_rule_is_described_and_every_paper_target_builds(tmp_path):
+    """`snakemake --list-rules` shows a docstring for every rule; each named paper target (table1, fig2, …)
+    resolves on the .test config and asks only for what it needs."""
+    config = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())
+    config["data_root"] = str(ROOT / "data")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    listed = run(tmp_path, "--list-rules").stdout
+    names = re.findall(r"^(\w+)", listed, flags=re.M)
+    described = set(re.findall(r"^(\w+) \(", listed, flags=re.M))
+    pending = {"attack_pairs", "finetune_attack"}  # being restructured (issue 12.1); they get theirs there
+    assert {"generate", "judge", "all", "table1", "table3"} <= set(names)
+    assert set(names) - described <= pending, sorted(set(names) - described - pending)
+    targets = ["table1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig14", "table3"]
+    out = run(tmp_path, "-n", *targets).stdout
+    counts = job_counts(out)
+    assert all(counts.get(t) == 1 for t in targets), counts
+    assert {"refusal_tables", "geometry", "steering_report", "fig6_jailbreaks", "table3_guards"} <= set(counts), counts
+    assert "claims" not in counts and "report_pages" not in counts, counts
+    counts = job_counts(run(tmp_path, "-n", "table1").stdout)
+    assert set(counts) == {"build_dataset", "prepare_model", "generate", "judge", "refusal_tables", "table1", "total"}, counts
+
+
+def check_finetune_attack(workdir, model="tiny", n=2):
+    """Fig 7 from the derived model {model}-attack{n} (rule attack_train), whose replies and hidden states come
+    from the ordinary generate / judge / extract_hidden rules; Δ with the unattacked model's centroids."""
+    import numpy as np
+
+    from harmref import io, models
+    from harmref.directions import centroid_score
+
+    res = workdir / "results"
+    attacked = f"{model}-attack{n}"
+    card = io.read_json(res / f"models/{attacked}/model.json")
+    assert card["kind"] == "attacked" and card["attack_from"] == model and card["n_pairs"] == n
+    assert card["weights_sha256"] and card["identity"] == models.card_identity(card)
+    assert card["base_identity"] == models.card_identity(res / f"models/{model}/model.json") != card["identity"]
+    recipe = io.read_json(res / f"models/{attacked}/recipe.json")
+    pairs = io.read_jsonl(res / f"{model}/finetune_attack/pairs.jsonl")
+    assert recipe["data_sha256"]["pairs"] == io.sha256_file(res / f"{model}/finetune_attack/pairs.jsonl")
+    table = pd.read_csv(res / f"{model}/tables/finetune_attack.csv")
+    assert table["n_pairs"].tolist() == [0, min(n, len(pairs))] and table["attack"].iloc[0] == "none"
+    assert table["train_steps"].tolist() == [0, len(recipe["losses"])] and len(recipe["losses"]) >= 1
+    eval_n = 4  # .test: organism.attack.eval_n, eval_sets [harmful_test]
+    for row, name in zip(table.to_dict("records"), (model, attacked)):
+        gens = io.read_jsonl(res / f"{name}/generations/chat/harmful_test.jsonl")[:eval_n]
+        assert row["n_prompts"] == eval_n and row["accepted"] == sum(not g["refused"] for g in gens), name
+    # Δharmful / Δrefuse per layer: the attacked model's stored hidden states, the unattacked centroids
+    h = io.read_tensors(res / f"{attacked}/hidden/harmful_test.safetensors")["hidden"][:eval_n].float()
+    cents = io.read_tensors(res / f"{model}/directions/directions.safetensors")
+    inst = io.read_sidecar(res / f"{model}/directions/directions.safetensors")["inst_index"]
+    layers = pd.read_csv(res / f"{model}/tables/finetune_attack_layers.csv")
+    got = layers[layers["n_pairs"] == table["n_pairs"].iloc[1]].sort_values("layer")
+    want_h = centroid_score(h[:, :, inst], cents["mu_harmful"][:, inst], cents["mu_harmless"][:, inst]).mean(0)
+    want_r = centroid_score(h[:, :, -1], cents["mu_refused"][:, -1], cents["mu_accepted"][:, -1]).mean(0)
+    np.testing.assert_allclose(got["delta_harmful"], want_h.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got["delta_refuse"], want_r.numpy(), rtol=0, atol=1e-6, equal_nan=True)
+    assert (res / f"{model}/figures/fig7_finetune_attack.png").stat().st_size > 10_000
+
+
+def test_finetune_attack_reads_the_attacked_models_outputs(workdir):
+    check_finetune_attack(workdir)
+
+
 def test_claims_paper_tables_and_index(workdir):
     """The regenerated paper (rules/report.smk): 13 computed claims, the paper's layout, an index of every output."""
     from harmref.claims import FAILS, HOLDS, NOT_MEASURABLE
