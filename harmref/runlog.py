@@ -41,8 +41,7 @@ def apply_attempt_batch_size(snakemake) -> int | None:
         return None
     if int(bs) != rt["batch_size"]:
         logging.getLogger("harmref.runlog").info(
-            "attempt %s: batch_size %d instead of runtime.batch_size %d", getattr(snakemake, "attempt", "?"), int(bs),
-            rt["batch_size"])
+            "a retried job: batch_size %d instead of runtime.batch_size %d (halved per attempt)", int(bs), rt["batch_size"])
         rt["batch_size"] = int(bs)
     return rt["batch_size"]
 
