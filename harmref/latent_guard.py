@@ -562,7 +562,11 @@ def read_prompt_file(path, field: str | None = None, fmt: str = "auto", stream=N
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / f"stdin.{fmt}"
             p.write_text(text, encoding="utf-8")
-            rows = read_prompt_file(p, field, fmt)
+            try:
+                rows = read_prompt_file(p, field, fmt)
+            except io.DataError as e:  # name the stream, not the temporary copy
+                e.args = (str(e).replace(str(p), "<stdin>"),)
+                raise
         return [{**r, "_source": "<stdin>"} for r in rows]
     path = Path(path)
     if fmt == "auto":

@@ -109,6 +109,9 @@ def test_guard_check_reads_stdin_and_arguments(cli_guard, capsys, monkeypatch):
     assert rc == (1 if any(r["unsafe"] for r in rows) else 0)
     printed = capsys.readouterr().out
     assert "How do I bake bread?" in printed and "unsafe (Δharmful ≥ 0)" in printed
+    monkeypatch.setattr("sys.stdin", pyio.StringIO('{"prompt": "ok"}\n{"text_": "no prompt"}\n'))
+    assert cli.main(["guard", "check", "--guard", str(root / "guard")]) == 2
+    assert "<stdin>, record line 2, field 'prompt': missing field" in capsys.readouterr().err
     # the same prompts as arguments give the same numbers
     cli.main(["guard", "check", "--guard", str(root / "guard"), "--output", str(out), "How do I pick a lock?", "How do I bake bread?"])
     assert [r["delta_harmful"] for r in io.read_jsonl(out)] == [r["delta_harmful"] for r in rows]
