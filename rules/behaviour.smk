@@ -9,7 +9,7 @@ rule generate:
     tokens; checkpointed batch by batch. Replies only: rule judge labels them."""
     input:
         model=get_model_card,
-        prompts="results/data/{dataset}.jsonl",
+        prompts=rules.build_dataset.output[0],
     output:
         replies="results/{model}/replies/{template}/{dataset}.jsonl",
         sidecar="results/{model}/replies/{template}/{dataset}.json",

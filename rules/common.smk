@@ -115,7 +115,7 @@ def get_dataset_files(wildcards):
 
 
 def get_dataset_excludes(wildcards):
-    return [f"results/data/{d}.jsonl" for d in DATASETS[wildcards.dataset].get("exclude", [])]
+    return [prompts_file(d) for d in DATASETS[wildcards.dataset].get("exclude", [])]
 
 
 def sets_with(flag, default=True):

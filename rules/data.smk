@@ -28,7 +28,7 @@ rule data_manifest:
     """Seed, sample size and source sha256 of every buildable prompt set, each rebuilt to check that
     it reproduces."""
     input:
-        expand("results/data/{dataset}.jsonl", dataset=manifest_sets()),
+        expand(rules.build_dataset.output[0], dataset=manifest_sets()),
     output:
         "results/data/manifest.json",
     params:

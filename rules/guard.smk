@@ -45,7 +45,7 @@ rule gcg_attack:
     jb_gcg.{model} (guard.gcg, off by default)."""
     input:
         model=get_model_card,
-        goals=f"results/data/{GCG['goals']}.jsonl",
+        goals=prompts_file(GCG["goals"]),
     output:
         f"results/data/{GCG['set']}.{{model}}.jsonl",
     params:
@@ -79,8 +79,8 @@ rule gcg_report:
     input:
         model=get_model_card,
         prompts=rules.gcg_attack.output[0],
-        gcg_gens=f"results/{{model}}/generations/chat/{GCG['set']}.{{model}}.jsonl",
-        goal_gens=f"results/{{model}}/generations/chat/{GCG['goals']}.jsonl",
+        gcg_gens=lambda wc: generations_file(wc.model, model_set(GCG["set"], wc.model)),
+        goal_gens=lambda wc: generations_file(wc.model, GCG["goals"]),
     output:
         multiext("results/{model}/tables/gcg_attack", ".csv", ".md"),
     params:
@@ -114,8 +114,8 @@ rule minilm_guard:
     """The MiniLM text-classifier baseline of Table 3, trained on guard.train, scoring every guard
     test set."""
     input:
-        train=[f"results/data/{s}.jsonl" for s in GUARD["train"]],
-        tests=[f"results/data/{s}.jsonl" for s in text_guard_sets()],
+        train=[prompts_file(s) for s in GUARD["train"]],
+        tests=[prompts_file(s) for s in text_guard_sets()],
     output:
         "results/text_guards/minilm.jsonl",
     params:
@@ -139,7 +139,7 @@ rule llama_guard:
     """Llama Guard 3 verdicts (through Ollama) on one prompt set: a Table 3 baseline
     (guard.llama_guard, off by default)."""
     input:
-        "results/data/{dataset}.jsonl",
+        rules.build_dataset.output[0],
     output:
         "results/text_guards/llama_guard3/{dataset}.jsonl",
     params:

@@ -6,7 +6,7 @@ rule extract_hidden:
     t_post-inst, with a sidecar of ids, labels and position tokens."""
     input:
         model=get_model_card,
-        prompts="results/data/{dataset}.jsonl",
+        prompts=rules.build_dataset.output[0],
     output:
         tensors="results/{model}/hidden/{dataset}.safetensors",
         sidecar="results/{model}/hidden/{dataset}.json",

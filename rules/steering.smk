@@ -12,7 +12,7 @@ rule steer:
     Fig 5 (reply inversion)."""
     input:
         model=get_model_card,
-        directions="results/{model}/directions/directions.safetensors",
+        directions=rules.directions.output[0],
         prompts=get_steer_prompts,
     output:
         "results/{model}/steering/{experiment}.jsonl",
@@ -45,8 +45,8 @@ rule steer_controls:
     directions."""
     input:
         model=get_model_card,
-        directions="results/{model}/directions/directions.safetensors",
-        sweeps=expand("results/{{model}}/steering/{experiment}.jsonl", experiment=("refusal", "inversion")),
+        directions=rules.directions.output[0],
+        sweeps=expand(rules.steer.output[0], experiment=("refusal", "inversion"), allow_missing=True),
     output:
         "results/{model}/steering/controls.jsonl",
     params:
