@@ -259,8 +259,9 @@ def dry_run_report(jobs, groups: dict, sizes: dict, request_fn, seconds_fn, clus
             continue
         inf, tr = request_fn(m, "infer"), request_fn(m, "train")
         where = size.where.split(" (base model")[0]
+        n = f"{size.params / 1e9:.2f} B" if size.params >= 1e8 else f"{size.params / 1e6:.3g} M"
         lines.setdefault(
-            f"{size.params / 1e9:.2f} B parameters ({where}); weights {inf.weights_mb / 1024:.1f} GiB at "
+            f"{n} parameters ({where}); weights {inf.weights_mb / 1024:.1f} GiB at "
             f"{inf.dtype_bytes} bytes/parameter; a model job asks for mem_mb={inf.mem_mb} (host) and "
             f"gpu_mem_mb={inf.gpu_mem_mb}; a training job (organism.train.mode) gpu_mem_mb={tr.gpu_mem_mb}", []).append(m)
     for text, ms in lines.items():
@@ -289,9 +290,12 @@ def dry_run_report(jobs, groups: dict, sizes: dict, request_fn, seconds_fn, clus
                 asks.append((res.get("gpu"), res.get("mem_mb"), res.get("runtime")))
             except Exception as e:  # noqa: BLE001 - the summary never fails the dry run
                 asks.append((None, None, f"not computed ({type(e).__name__})"))
-        out.append(f"harmref group {gid}: {len(gs)} sbatch job(s) of {'+'.join(str(len(g.jobs)) for g in gs)} model "
-                   f"jobs run one after another on one GPU; gpu={asks[0][0]}, mem_mb={max(a[1] or 0 for a in asks)}, "
-                   f"runtime {'+'.join(str(a[2]) for a in asks)} min")
+        n_jobs = [len(g.jobs) for g in gs]
+        sizes_txt = "+".join(map(str, n_jobs)) if len(gs) <= 4 else f"{min(n_jobs)}-{max(n_jobs)} each, {sum(n_jobs)} in all"
+        times = [a[2] for a in asks]
+        times_txt = "+".join(map(str, times)) if len(gs) <= 4 else f"{min(times)}-{max(times)} each"
+        out.append(f"harmref group {gid}: {len(gs)} sbatch job(s) of {sizes_txt} model jobs run one after another "
+                   f"on one GPU; gpu={asks[0][0]}, mem_mb={max(a[1] or 0 for a in asks)}, runtime {times_txt} min")
     per_rule: dict[str, float] = {}
     unknown = set()
     for j in gpu_jobs:
