@@ -203,3 +203,21 @@ def belief_vs_behaviour(rows: list[dict] | pd.DataFrame, model: str) -> pd.DataF
     t = pd.DataFrame(out)
     counts = [c for c in t.columns if c.endswith(("_k", "_n_scored"))]
     return t.astype({c: "Int64" for c in counts})  # counts stay integers next to the invalid-reply rows' blanks
+
+
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """The .md view of `belief_vs_behaviour`: one cell per (score, reference) as `k/n (p %, lo–hi)`."""
+    def cell(row, name, what):
+        n = row.get(f"{name}_n_scored")
+        if n is None or pd.isna(n):
+            return ""
+        if n == 0:
+            return "0/0"
+        return (f"{int(row[f'{name}_{what}_k'])}/{int(n)} ({row[f'{name}_{what}_%']:.0f} %, "
+                f"{row[f'{name}_{what}_lo_%']:.0f}–{row[f'{name}_{what}_hi_%']:.0f})")
+
+    out = table[["question", "verdict", "set", "group", "n", "n_label_harmful"]].copy()
+    for name, label in (("dh", "Δharmful"), ("dr", "Δrefuse")):
+        for what in ("belief", "behaviour"):
+            out[f"{label} agrees with {what}"] = [cell(r, name, what) for r in table.to_dict("records")]
+    return out

@@ -255,8 +255,8 @@ def read_sidecar(path) -> dict:
     return read_json(sidecar_path(path))
 
 
-def write_table(df, stem, floatfmt: str = ".3f") -> None:
-    """Write a pandas DataFrame as `{stem}.csv` and `{stem}.md`."""
+def write_table(df, stem, floatfmt: str = ".3f", markdown_df=None) -> None:
+    """Write a pandas DataFrame as `{stem}.csv` and `{stem}.md` (`markdown_df`: a readable view for the .md)."""
     stem = str(stem)
     for suffix in (".csv", ".md"):
         if stem.endswith(suffix):
@@ -264,7 +264,7 @@ def write_table(df, stem, floatfmt: str = ".3f") -> None:
     # object dtype keeps integer columns integers (a mixed frame's .values would make them floats);
     # text cells (a model's reply, a GCG suffix) are escaped: a newline or '|' would break the row,
     # and HTML or markdown in them would render as markup instead of as the text
-    cells = df.astype(object).map(lambda x: escape_markdown(x) if isinstance(x, str) else x)
+    cells = (df if markdown_df is None else markdown_df).astype(object).map(lambda x: escape_markdown(x) if isinstance(x, str) else x)
     markdown = cells.to_markdown(index=False, floatfmt=floatfmt) + "\n"
     with atomic_group(stem + ".csv", stem + ".md") as (tmp_csv, tmp_md):  # replaced together or not at all
         df.to_csv(tmp_csv, index=False)

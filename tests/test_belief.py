@@ -154,3 +154,17 @@ def test_belief_figure(tmp_path):
     assert out.stat().st_size > 10_000
     empty = plots.belief_figure(pd.DataFrame(columns=["verdict", "set", "question", "group"]), [], "m")
     io.save_figure(empty, tmp_path / "e.png")
+
+
+def test_readable_view_and_markdown_table(tmp_path):
+    t = belief.belief_vs_behaviour(synthetic_rows(), "m")
+    view = belief.readable(t)
+    row = view[(view["verdict"] == "margin") & (view["set"] == "all") & (view["group"] == "refused · judged harmless")].iloc[0]
+    lo, hi = belief.wilson(2, 3)
+    assert row["Δharmful agrees with belief"] == f"2/3 (67 %, {100 * lo:.0f}–{100 * hi:.0f})"
+    assert row["Δrefuse agrees with behaviour"].startswith("2/3 ")
+    assert view[view["group"] == "invalid reply"]["Δharmful agrees with belief"].eq("").all()
+    io.write_table(t, tmp_path / "bvb", markdown_df=view)
+    assert pd.read_csv(tmp_path / "bvb.csv").shape == t.shape  # the CSV keeps every column
+    md = (tmp_path / "bvb.md").read_text()
+    assert "2/3 (67 %" in md and "dh_belief_k" not in md

@@ -103,7 +103,7 @@ def check_stated_belief(workdir, model="tiny"):
         assert t.loc[groups, "n"].sum() == len(beliefs), t
         for g in groups:  # agreement counts never exceed the prompts scored
             assert t.loc[g, "dh_belief_k"] <= t.loc[g, "dh_n_scored"] <= t.loc[g, "n"]
-    assert (tables / "belief_vs_behaviour.md").read_text().startswith("| model")
+    assert (tables / "belief_vs_behaviour.md").read_text().startswith("| question")
     assert (workdir / "results" / model / "figures/belief_vs_behaviour.png").stat().st_size > 10_000
 
 

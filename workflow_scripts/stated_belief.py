@@ -32,6 +32,6 @@ for q in p.questions:
 out = {Path(f).stem: f for f in snakemake.output.tables}
 io.write_table(pd.DataFrame(rows), out["stated_belief"], floatfmt=".4f")
 table = belief.belief_vs_behaviour(rows, model_name)
-io.write_table(table, out["belief_vs_behaviour"], floatfmt=".1f")
+io.write_table(table, out["belief_vs_behaviour"], markdown_df=belief.readable(table))
 io.save_figure(plots.belief_figure(table, rows, model_name, p.threshold), snakemake.output.figure)
 log.info("belief vs behaviour:\n%s", table[table["set"] == "all"].to_string())
