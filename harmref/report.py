@@ -37,8 +37,7 @@ TABLES = {
     "refusal_rates": ("refusal", "Refusal rate (substring judge: the paper's 24 refusal phrases, or an empty reply) of "
                       "every prompt set, greedy decoding, chat template with its post-instruction tokens."),
     "table1_post_instruction": ("refusal", "Paper Table 1: AdvBench refusal with and without the post-instruction "
-                                "tokens (the ``nopost`` template ends the prompt at the instruction). The paper: "
-                                "Llama2 100.0 → 85.3, Llama3 96.0 → 58.9, Qwen2 98.0 → 81.3 (paper text)."),
+                                "tokens (the ``nopost`` template ends the prompt at the instruction)."),
     "clustering": ("clustering", "Mean clustering score s^l = cos(h, μ_refused-harmful) − cos(h, μ_accepted-harmless) "
                    "per held-out set, behaviour group, position and layer, with the per-prompt SD ``sd_s`` and n "
                    "(the data behind Fig 2)."),
@@ -46,17 +45,16 @@ TABLES = {
                              "t_post-inst, per behaviour group (App. F, Fig 14). The paper: only t_inst shows the "
                              "harmfulness pattern (accepted-harmful > 0, refused-harmless < 0); no numbers given."),
     "beliefs": ("beliefs", "Δharmful (t_inst) and Δrefuse (t_post-inst) of every held-out prompt, averaged over all "
-                "layers (eqs 3–4); the data behind Fig 3. The paper's Llama2 ranges (≈, read off Fig 3): refused "
-                "harmful Δh ≈ +0.04…+0.15, Δr ≈ +0.22…+0.33; refused harmless Δh ≈ −0.11…−0.05."),
+                "layers (eqs 3–4); the data behind Fig 3 (the paper's ranges are Llama2's)."),
     "harmfulness_accuracy": ("beliefs", "Held-out accuracy (threshold 0) and AUROC of the centroid rule "
                              "cos(h, μ_harmful) − cos(h, μ_harmless) by layer at t_inst and t_post-inst, and of the "
                              "mean over layers (Δharmful); n = number of held-out prompts. Not a paper number."),
     "cosine_by_layer": ("directions", "Cosine between the harmfulness direction (t_inst) and the refusal direction "
                         "(t_post-inst) per layer, with the same-position and same-concept cross-position controls "
-                        "and the directions' norms. The paper: mean ≈ 0.1 on Llama2 (paper text)."),
+                        "and the directions' norms. The paper gives a mean over layers for Llama2 only."),
     "category_directions": ("directions", "CatQA per-category harmfulness directions: mean pairwise cosine by layer at "
                             "t_inst and t_post-inst, and their cosine with the global directions (§5.9; the paper "
-                            "gives no numbers; the released Qwen2 tensors give ≈ 0.41–0.85)."),
+                            "gives no numbers: [A] marks the research notes' measurement on the released Qwen2 tensors)."),
     "fig4_steering_refusal": ("steering", "Data of Fig 4: refusal rate (substring) of accepted harmless prompts with "
                               "the harmfulness or refusal direction added at each layer, n, SE, Δ vs unsteered."),
     "steering_controls": ("steering", "Controls at each arm's best layer: coefficient sweep, each direction rescaled "
@@ -72,22 +70,19 @@ TABLES = {
                            "inversion question sets (trained and held-out questions)."),
     "table3_guards": ("guard", "Paper Table 3: accuracy % of the Latent Guard (sign of Δharmful at t_inst), "
                       "refusal-based guards and text guards on jailbreaks, over-refused XSTest and accepted "
-                      "Sorry-Bench. The paper's Latent Guard: Llama2 100.0 / 41.6 / 100.0 / 100.0 / 93.9, Llama3 "
-                      "91.0 / 65.0 / 100.0 / 78.5 / 59.3, Qwen2 100.0 / 75.0 / 53.5 / 91.6 / 54.6 (adv-suffix / "
-                      "persuasion / template / refused harmless / accepted harmful)."),
+                      "Sorry-Bench (the paper's adv-suffix set is nanoGCG against the model itself: row adv_suffix_self)."),
     "guard_auroc": ("guard", "AUROC of each latent score (Δharmful, Δrefuse) as a harmful-vs-harmless guard on the "
                     "guard test sets (not in the paper)."),
-    "fig6_group_means": ("guard", "Mean Δharmful and Δrefuse per behaviour group and jailbreak set (Fig 6). The "
-                         "paper's Llama2 (≈, read off Fig 6): refused harmful Δr ≈ +0.22…+0.33; template Δh ≈ "
-                         "+0.06…+0.15, Δr ≈ −0.16…0; adv-suffix Δh ≈ 0…+0.02, Δr ≈ −0.07…−0.05."),
+    "fig6_group_means": ("guard", "Mean Δharmful and Δrefuse per behaviour group and jailbreak set (Fig 6; the "
+                         "paper's ranges are Llama2's)."),
     "gcg_attack": ("guard", "nanoGCG suffixes optimised against the model itself: loss, whether the reply starts "
                    "with the target, refusal of the goal alone / with the initial suffix / with the optimised suffix."),
     "finetune_attack": ("attack", "Fine-tuning attack: refusal of held-out harmful prompts after SFT on n pairs built "
                         "with the reverse refusal direction, and the change of Δharmful and Δrefuse. The paper: "
                         "acceptance rises while Δharmful is \"almost unchanged\" (no numbers given)."),
     "finetune_attack_layers": ("attack", "Data of Fig 7: layerwise Δharmful (t_inst) and Δrefuse (t_post-inst) of "
-                               "held-out harmful prompts before and after each attack size. The paper's curves "
-                               "(≈, Fig 7): Δharmful ≈ 0.05 → 0.40 over layers, overlapping."),
+                               "held-out harmful prompts before and after each attack size. The paper: the curves "
+                               "overlap (\"almost unchanged\")."),
     "organism_refusal": ("organism", "Refusal rate of the base model and the safety-tuned organism on every "
                          "evaluation set (substring judge)."),
 }
@@ -131,10 +126,55 @@ def section_of(name: str) -> str:
     return SECTIONS[TABLES.get(name, ("other", ""))[0]]
 
 
+# table name -> the section of harmref/paper_numbers.yaml holding the paper's numbers for it
+PAPER_SECTION = {
+    "table1_post_instruction": "table1", "clustering": "fig2", "beliefs": "fig3", "fig4_steering_refusal": "fig4",
+    "cosine_by_layer": "cosine", "fig5_reply_inversion": "fig5", "fig6_group_means": "fig6", "table3_guards": "table3",
+    "finetune_attack_layers": "fig7", "category_directions": "categories",
+}
+
+
+def _flatten(node, path=()):
+    """(path, text) of every number under `node`: entries ({value|range, source}) or plain numbers."""
+    from harmref import paper
+
+    if isinstance(node, dict) and ("value" in node or "range" in node):
+        yield path, paper.fmt(node)
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            if k not in ("ref", "source", "note"):
+                yield from _flatten(v, (*path, str(k)))
+    elif isinstance(node, (int, float)):
+        yield path, f"{node:g}"
+
+
+def paper_values(name: str) -> str:
+    """The paper's numbers behind table `name`, from harmref/paper_numbers.yaml ("" when it has none)."""
+    from harmref import paper
+
+    section = paper.numbers().get(PAPER_SECTION.get(name, ""), {})
+    parts = []
+    for model, node in section.items():
+        if model in ("ref", "source") or not isinstance(node, dict):
+            continue
+        who = paper.paper_name(model) or ("model not named" if model == "any" else model)
+        src = f" [{section['source']}]" if isinstance(section.get("source"), str) else ""
+        parts.append(f"{who}: " + "; ".join(f"{' '.join(p)} {t}" for p, t in _flatten(node)) + src)
+    return " — ".join(parts)
+
+
 def caption_of(name: str, path: str) -> str:
-    """The caption of table `name` (reStructuredText), naming the CSV it is rendered from."""
+    """The caption of table `name` (reStructuredText): what it shows, the CSV it is rendered from, and the
+    paper's numbers for it from harmref/paper_numbers.yaml ([P] text, [W≈] read off a figure)."""
     text = TABLES.get(name, ("other", "A table of the run without a caption yet."))[1]
-    return f"{text}\n\nRendered from ``{path}`` (the CSV has full precision; a markdown copy sits beside it)."
+    paper = paper_values(name)
+    paper = f"\n\nThe paper (``harmref/paper_numbers.yaml``): {_rst_text(paper)}" if paper else ""
+    return f"{text}{paper}\n\nRendered from ``{path}`` (the CSV has full precision; a markdown copy sits beside it)."
+
+
+def _rst_text(s: str) -> str:
+    """Plain text safe inside reStructuredText: no markup character starts a construct."""
+    return re.sub(r"([*`|_\\])", r"\\\1", s)
 
 
 CSS = """body{font-family:system-ui,sans-serif;font-size:13px;margin:12px;color:#222}

@@ -73,6 +73,31 @@ def test_markdown_page_renders_tables_and_undoes_markdown_escapes():
     assert "<th>model</th>" in page and ">a_b</td>" in page and ">1 | 2\nx &lt;i&gt;</td>" in page
 
 
+def test_table_captions_carry_the_papers_numbers_from_the_data_file():
+    assert "Llama3-Instruct-8B: with 96 [P]; without 58.9 [P]" in report.caption_of("table1_post_instruction", "t.csv")
+    assert "harmfulness 37 (layer 13) [W≈]" in report.caption_of("fig4_steering_refusal", "t.csv")
+    assert "The paper (" not in report.caption_of("refusal_rates", "t.csv")  # no paper numbers for it
+
+
+def test_every_caption_is_clean_restructuredtext():
+    """Captions render without a docutils warning (a stray |x| is a substitution, x_ a link, …)."""
+    import jinja2
+    from docutils.core import publish_parts
+
+    class Snakemake:
+        wildcards = {"model": "tiny", "name": "refusal_rates"}
+        config = {"analysis_models": ["tiny"]}
+        params = {"captions": {"refusal_rates": report.caption_of("refusal_rates", "results/tiny/tables/refusal_rates.csv")}}
+
+    texts = {n: report.caption_of(n, f"results/tiny/tables/{n}.csv") for n in report.TABLES}
+    for rst in sorted((ROOT / "report").glob("*.rst")):
+        if rst.name != "workflow.rst":  # it includes run outputs; check_report renders it
+            texts[rst.name] = jinja2.Template(rst.read_text()).render(snakemake=Snakemake)
+    for name, text in texts.items():
+        parts = publish_parts(text, writer="html", settings_overrides={"report_level": 2, "halt_level": 2})
+        assert parts["body"].strip(), name
+
+
 def test_every_figure_is_a_report_item_with_a_caption_and_a_section():
     """Each PNG a rule writes is wrapped in report(), has report/{name}.rst and a section in harmref/report.py."""
     found = {}
