@@ -79,6 +79,34 @@ def test_table_captions_carry_the_papers_numbers_from_the_data_file():
     assert "The paper (" not in report.caption_of("refusal_rates", "t.csv")  # no paper numbers for it
 
 
+FIGURE_PAPER = {"fig2_clustering": "fig2", "cosine_by_layer": "cosine", "fig4_steering_refusal": "fig4",
+                "fig5_reply_inversion": "fig5", "fig6_jailbreaks": "fig6", "fig7_finetune_attack": "fig7"}
+_NUM = r"\d+(?:\.\d+)?"
+
+
+def _numbers(node) -> set[float]:
+    if isinstance(node, dict):
+        return set().union(*map(_numbers, node.values())) if node else set()
+    if isinstance(node, list):
+        return set().union(*map(_numbers, node)) if node else set()
+    if isinstance(node, (int, float)):
+        return {abs(float(node))}
+    return {float(x) for x in re.findall(_NUM, str(node))}
+
+
+def test_figure_captions_quote_only_the_papers_numbers_in_the_data_file():
+    """A number a figure caption gives for the paper must be in harmref/paper_numbers.yaml (so the two cannot drift)."""
+    from harmref import paper
+
+    for fig, section in FIGURE_PAPER.items():
+        text = (ROOT / "report" / f"{fig}.rst").read_text()
+        said = text[text.index("The paper"):]
+        said = re.sub(r"Fig \d+|§[\d.]+|Table \d|App\. \w|Llama[23]|Qwen2|95 %|NeurIPS 2025", "", said)
+        allowed = _numbers(paper.numbers()[section])
+        stray = sorted({float(x) for x in re.findall(_NUM, said)} - allowed)
+        assert not stray, f"report/{fig}.rst quotes {stray}, not in paper_numbers.yaml[{section}]"
+
+
 def test_every_caption_is_clean_restructuredtext():
     """Captions render without a docutils warning (a stray |x| is a substitution, x_ a link, …)."""
     import jinja2
