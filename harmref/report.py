@@ -25,7 +25,7 @@ SECTIONS = {
     "guard": "7 · Jailbreaks and the Latent Guard (§5.1, Fig 6, Table 3)",
     "attack": "8 · Fine-tuning attack (§5.2, Fig 7)",
     "organism": "9 · The model organism (not in the paper)",
-    "other": "10 · Other tables",
+    "other": "Other tables",  # no number: sorts after the numbered sections
 }
 
 # table name (results/{model}/tables/{name}.csv) -> (section, caption in reStructuredText)
@@ -217,6 +217,8 @@ def write_table_html(csv_path, out_path, title: str) -> None:
         df = pd.read_csv(csv_path, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError:  # a table with no columns (e.g. nothing to report for this model)
         df = pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise io.DataError(csv_path, f"not a readable CSV table ({e})") from e
     io.write_text(Path(out_path), table_html(df, title))
 
 

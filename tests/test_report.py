@@ -42,6 +42,13 @@ def test_table_page_escapes_cells_and_keeps_every_row(tmp_path):
     assert "<td>True</td>" in page and "<td>8</td>" in page
 
 
+def test_a_broken_table_fails_naming_its_file(tmp_path):
+    (tmp_path / "b.csv").write_text('a,b\n1,2\n3,4,5,6\n')
+    with pytest.raises(ValueError, match=r"b\.csv.*not a readable CSV table"):
+        report.write_table_html(tmp_path / "b.csv", tmp_path / "b.html", "b")
+    assert not (tmp_path / "b.html").exists()
+
+
 def test_empty_table_page(tmp_path):
     (tmp_path / "e.csv").write_text("")
     report.write_table_html(tmp_path / "e.csv", tmp_path / "e.html", "empty")
