@@ -385,14 +385,21 @@ def weights_identity(card: dict, folder=None) -> dict:
     return out
 
 
-def tuned_card(out_dir, tune_from: str, base_card: dict, recipe: dict, recipe_path) -> dict:
+# the card kinds of fine-tuned models: the field naming the model they come from, and the rule that writes them
+DERIVED_KINDS = {"tuned": ("tune_from", "safety_tune"), "attacked": ("attack_from", "attack_train")}
+
+
+def tuned_card(out_dir, tune_from: str, base_card: dict, recipe: dict, recipe_path, kind: str = "tuned",
+               extra: dict | None = None) -> dict:
     """The model card of weights fine-tuned from `base_card` into `out_dir` by `recipe` (recipe.json's content).
 
     Its identity covers the tuned weights, the recipe's settings and data hashes, and the base model's identity,
     so retraining with another recipe (or on other data) gives another identity even if a card field does not change.
+    kind: tuned (a safety-tuned organism, `tune_from`) or attacked (the fine-tuning attack, `attack_from`);
+    `extra` fields (e.g. n_pairs) are recorded on the card.
     """
-    card = {"source": None, "kind": "tuned", "tune_from": tune_from, "path": str(out_dir),
-            "trust_remote_code": False, "recipe": str(recipe_path)}
+    card = {"source": None, "kind": kind, DERIVED_KINDS[kind][0]: tune_from, "path": str(out_dir),
+            "trust_remote_code": False, "recipe": str(recipe_path), **(extra or {})}
     card["recipe_sha256"] = _digest({k: recipe.get(k) for k in RECIPE_KEYS})
     card["base_identity"] = card_identity(base_card)
     card.update(weights_identity(card, out_dir))
@@ -416,7 +423,7 @@ def card_identity(card_or_path) -> str:
         card, where = read_card(p), str(p)
     ident = card.get("identity")
     if not isinstance(ident, str) or len(ident) != 64:
-        rule = "safety_tune" if card.get("kind") == "tuned" else "prepare_model"
+        rule = DERIVED_KINDS.get(card.get("kind"), (None, "prepare_model"))[1]
         raise ModelError(f"{where}: no weights identity (written by an older harmref); rerun the card's rule, "
                          f"e.g. snakemake --forcerun {rule}, so resumable outputs can be tied to the weights")
     return ident

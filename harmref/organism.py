@@ -8,9 +8,13 @@ by topic); reply-inversion prompts (`inversion.QUESTIONS`, some held out) →
 `Certainly.` / `No.`. Loss on response tokens only. Full fine-tune with frozen
 embeddings on a CPU, or LoRA (peft) for 7–8B models on a GPU.
 
-The attack fine-tunes the organism on N (harmful instruction, compliant answer)
-pairs and measures, with the pre-attack centroids, whether the harmfulness
-belief (Δharmful at t_inst) moves while refusal (Δrefuse at t_post-inst) collapses.
+The attack fine-tunes an analysed model on N (harmful instruction, compliant answer)
+pairs (rule attack_train: a derived model `{model}-attack{N}`) and measures, with the
+pre-attack centroids, whether the harmfulness belief (Δharmful at t_inst) moves while
+refusal (Δrefuse at t_post-inst) collapses (rule finetune_attack, from the attacked
+models' generations and hidden states). The pairs are a base model's own greedy answers
+(`distill`) or the model's answers steered with the reverse refusal direction
+(`steered_answers`, the paper's recipe).
 
 An example is a dict `{instruction, question (or None), response, eos, kind}`.
 """
@@ -470,15 +474,70 @@ def samples_markdown(records: list[dict], answers: dict[str, list[str]], title: 
 
 
 # ------------------------------------------------------------------ fine-tuning attack
-def attack_scores(model, tokenizer, fmt, prompts: list[str], cents: dict, inst: int, before: int, batch_size: int = 16):
-    """Per-prompt, per-layer scores with fixed centroids: s_harmful at t_inst, s_refuse at t_post-inst ([n, L+1] each)."""
-    h, labels, _ = hidden_states(model, tokenizer, fmt, prompts, before=before, batch_size=batch_size)
-    if h.shape[2] != cents["mu_harmful"].shape[1]:
-        raise ValueError(f"hidden states have {h.shape[2]} positions, the centroids {cents['mu_harmful'].shape[1]}: "
+def attack_scores(hidden: torch.Tensor, cents: dict, inst: int, where: str = "hidden states"):
+    """Per-prompt, per-layer scores with fixed centroids: s_harmful at t_inst, s_refuse at t_post-inst ([n, L+1] each).
+
+    hidden: [n, L+1, positions, d] (rule extract_hidden's tensor of the attacked model); cents: the
+    unattacked model's centroids (rule directions), whose positions must be the same.
+    """
+    if hidden.shape[2] != cents["mu_harmful"].shape[1]:
+        raise ValueError(f"{where}: {hidden.shape[2]} positions, the centroids {cents['mu_harmful'].shape[1]}: "
                          "hidden.positions_before must match the directions run")
+    if hidden.shape[1] != cents["mu_harmful"].shape[0]:
+        raise ValueError(f"{where}: {hidden.shape[1]} layer entries, the centroids {cents['mu_harmful'].shape[0]}: "
+                         "not the same model architecture")
+    h = hidden.float()
     s_harm = centroid_score(h[:, :, inst], cents["mu_harmful"][:, inst], cents["mu_harmless"][:, inst])
     s_ref = centroid_score(h[:, :, -1], cents["mu_refused"][:, -1], cents["mu_accepted"][:, -1])
     return s_harm, s_ref
+
+
+@torch.no_grad()
+def steered_answers(model, tokenizer, fmt: ChatFormat, instructions: list[str], refusal: torch.Tensor, layer: int,
+                    coefficient: float = 1.0, every_step: bool = False, max_new_tokens: int = 64,
+                    batch_size: int = 16, progress=None) -> list[tuple[str, bool]]:
+    """Greedy answers under the reverse refusal direction (paper §5.2's attack data): h ← h − c·r^l at the
+    input of decoder layer `layer`, on every prompt token (and every generated token with `every_step`).
+
+    refusal: the refusal direction [L+1, d] (rule directions; row l = input of layer l).
+    Returns (text, ended with end-of-turn) per instruction, in input order, as `distill`.
+    """
+    from .steering import Steer, run_sweep
+
+    if not 0 <= layer < refusal.shape[0] - 1:
+        raise ValueError(f"attack steering layer {layer} outside 0 … {refusal.shape[0] - 2} (decoder layer inputs)")
+    v = refusal[layer].float()
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"the refusal direction is not finite at layer {layer} (no refused or no accepted training "
+                         "prompts: see the counts of the directions sidecar), so no steered attack pairs; "
+                         "organism.attack.pairs_from: self (or base, for a tuned model) takes unsteered answers")
+    steer = Steer.add(layer, v, -float(coefficient), "all", every_step=every_step)
+    rows = run_sweep(model, tokenizer, fmt, instructions, [steer] * len(instructions), max_new_tokens, batch_size,
+                     progress=progress, keep_ids=True)
+    eos = tokenizer.eos_token_id
+    return [(r["response"], bool(r["token_ids"]) and r["token_ids"][-1] == eos) for r in rows]
+
+
+def attack_eval(gens: list[list[dict]], hidden: list[tuple[torch.Tensor, dict]], n: int, where: list[str]):
+    """The first `n` prompts of each eval set: (records, refused flags, hidden states [m, L+1, pos, d]).
+
+    gens: per set, the judged generations (rule judge); hidden: per set, (tensor, sidecar) of rule
+    extract_hidden, of the same model. Records and hidden rows are matched by id, in prompt order.
+    """
+    from .judging import refused_flags
+
+    records, refused, rows = [], [], []
+    for g, (h, meta), w in zip(gens, hidden, where):
+        ids = meta["ids"][:n]
+        by_id = {r["id"]: r for r in g}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise ValueError(f"{w}: hidden-state ids {missing[:3]} have no generation (rerun generate / judge)")
+        recs = [by_id[i] for i in ids]
+        records += recs
+        refused += refused_flags(recs, w)
+        rows.append(h[: len(ids)])
+    return records, refused, torch.cat(rows)
 
 
 def attack_rows(n_pairs: int, records: list[dict], refused: list[bool], s_harm, s_ref, middle: tuple[int, int], model: str = ""):

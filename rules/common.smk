@@ -36,6 +36,40 @@ for _m in TUNED_MODELS:
     if MODELS[_m]["tune_from"] not in SOURCE_MODELS:
         raise ValueError(f"config: model {_m!r} is tuned from {MODELS[_m]['tune_from']!r}, which has no source")
 
+# The fine-tuning attack (paper §5.2, Fig 7; rules/organism.smk): every analysed model fine-tuned on the first
+# N attack pairs is a derived model `{model}-attack{N}` (rule attack_train), made here from organism.attack
+# (never typed under models:); generate / judge / extract_hidden then read the eval sets with it like any model.
+ATTACK = ORGANISM["attack"]
+ATTACK_SOURCES = list(ANALYSIS_MODELS) if ATTACK["enabled"] else []
+ATTACKED_MODELS = {f"{m}-attack{n}": {"attack_from": m, "n_pairs": n} for m in ATTACK_SOURCES for n in ATTACK["n_pairs"]}
+for _m in ATTACKED_MODELS:
+    if _m in MODELS:
+        raise ValueError(f"config: model {_m!r} under models: has the name of an attacked model (rule attack_train "
+                         f"makes {_m} from organism.attack.n_pairs); rename it")
+MODELS = {**MODELS, **ATTACKED_MODELS}
+
+
+def attack_pairs_from(model):
+    """Where `model`'s attack pairs come from: organism.attack.pairs_from, `auto` resolved (a tuned organism:
+    its base model's own answers; any other model: its own answers under the reverse refusal direction)."""
+    mode = ATTACK["pairs_from"]
+    if mode == "auto":
+        return "base" if model in TUNED_MODELS else "steered"
+    return mode
+
+
+for _m in ATTACK_SOURCES:
+    if attack_pairs_from(_m) == "base" and _m not in TUNED_MODELS:
+        raise ValueError(f"config: organism.attack.pairs_from is base, but analysed model {_m!r} has no tune_from "
+                         "(no base model to answer); use auto, steered or self")
+for _s in [ORGANISM["harmful"], *ATTACK["eval_sets"]] if ATTACK_SOURCES else []:
+    if _s not in config["datasets"]:
+        raise ValueError(f"config: organism.attack reads set {_s!r}, which is not under datasets:")
+for _s in ATTACK["eval_sets"] if ATTACK_SOURCES else []:
+    for _flag in ("generate", "hidden"):
+        if not config["datasets"][_s].get(_flag, True):
+            raise ValueError(f"config: organism.attack.eval_sets names {_s!r}, whose {_flag} is false (the attacked "
+                             "models' replies and hidden states of it are what Fig 7 reads)")
 
 # nanoGCG suffixes optimised against each analysed model itself (guard.gcg, off by default): one derived
 # prompt set per model, `{gcg.set}.{model}`, written by rule gcg_attack instead of build_dataset.
@@ -132,10 +166,22 @@ def pick(block, *keys):
 RUNTIME_KEYS = ("device", "dtype", "device_map", "max_memory", "batch_size")
 
 
+def parent_of(model):
+    """The model a derived model comes from (its tune_from or attack_from), or None."""
+    spec = MODELS.get(model, {})
+    return spec.get("tune_from") or spec.get("attack_from")
+
+
+def model_dtype(model):
+    """A model's own dtype, else the one of the model it is derived from (None: runtime.dtype)."""
+    spec = MODELS.get(model, {})
+    return spec.get("dtype") or (model_dtype(parent_of(model)) if parent_of(model) else None)
+
+
 def runtime_params(model):
     rt = pick(config["runtime"], *RUNTIME_KEYS)
-    if MODELS.get(model, {}).get("dtype"):
-        rt["dtype"] = MODELS[model]["dtype"]
+    if model_dtype(model):
+        rt["dtype"] = model_dtype(model)
     return rt
 
 
@@ -144,11 +190,11 @@ def get_runtime(wildcards):
 
 
 def normalise_endings(model):
-    """Per-model ending normalisation; a tuned model inherits its base model's setting."""
+    """Per-model ending normalisation; a tuned or attacked model inherits its base model's setting."""
     spec = MODELS.get(model, {})
     if "normalise_endings" in spec:
         return spec["normalise_endings"]
-    base = spec.get("tune_from")
+    base = parent_of(model)
     return normalise_endings(base) if base in MODELS else config["normalise_endings"]
 
 
@@ -359,6 +405,42 @@ def get_eval_generations(wildcards):
     }
 
 
+def attack_source(model):
+    """The model whose answers make `model`'s attack pairs: its base (pairs_from base) or itself."""
+    return base_of(model) if attack_pairs_from(model) == "base" else model
+
+
+def get_attack_pair_inputs(wildcards):
+    m = wildcards.model
+    out = {"source": model_card(attack_source(m)), "harmful": prompts_file(ORGANISM["harmful"])}
+    if attack_pairs_from(m) == "steered":  # the reverse refusal direction of the model itself
+        out["directions"] = directions_file(m)
+    return out
+
+
+def get_attack_train_inputs(wildcards):
+    m = MODELS[wildcards.model]["attack_from"]
+    return {"base": model_card(m), "pairs": expand(rules.attack_pairs.output[0], model=m)[0]}
+
+
+def attacked_models(model):
+    """`model` (N = 0) and its attacked models, in organism.attack.n_pairs order."""
+    return [model] + [f"{model}-attack{n}" for n in ATTACK["n_pairs"]]
+
+
+def get_attack_eval_inputs(wildcards):
+    """Fig 7's inputs: the unattacked model's centroids; every attacked model's judged replies, hidden
+    states (one file per model × eval set, models outermost) and training recipe."""
+    m, sets = wildcards.model, ATTACK["eval_sets"]
+    names = attacked_models(m)
+    return {
+        "directions": directions_file(m),
+        "gens": [generations_file(x, s) for x in names for s in sets],
+        "hidden": [hidden_file(x, s) for x in names for s in sets],
+        "recipes": expand(rules.attack_train.output.recipe, model=names[1:]),
+    }
+
+
 # ---- input functions of rules/steering.smk (kept apart from its rules for snakemake --lint)
 
 
@@ -429,17 +511,17 @@ CLAIM_TABLES = {"table1": "table1_post_instruction", "beliefs": "beliefs", "fig4
 
 
 def get_claims_inputs(wildcards):
-    """Every table a claim reads (the fine-tuning attack only for a tuned model), and the hidden states
+    """Every table a claim reads (the fine-tuning attack's where organism.attack is on), and the hidden states
     the claims' bootstrap intervals resample."""
     m = wildcards.model
-    t = f"results/{m}/tables"  # the fine-tuning attack's tables (rule finetune_attack, being restructured)
     out = {
         **get_direction_inputs(wildcards),
         **get_geometry_inputs(wildcards),
         **{key: table_file(TABLE_RULES[name], name, m) for key, name in CLAIM_TABLES.items()},
     }
-    if m in TUNED_MODELS:
-        out.update(attack=f"{t}/finetune_attack.csv", attack_layers=f"{t}/finetune_attack_layers.csv")
+    if m in ATTACK_SOURCES:
+        out.update(attack=table_file("finetune_attack", "finetune_attack", m),
+                   attack_layers=table_file("finetune_attack", "finetune_attack_layers", m))
     return out
 
 
@@ -450,19 +532,18 @@ def get_claims_why(wildcards):
         why["llama_guard3"] = "Llama Guard 3 not run (guard.llama_guard.enabled: false; it needs an Ollama server with llama-guard3:8b)"
     if not config["directions"].get("category_set"):
         why["categories"] = "no category set configured (directions.category_set)"
-    if wildcards.model not in TUNED_MODELS:
-        why["attack"] = f"{wildcards.model} is not a tuned model organism: the fine-tuning attack runs only on models with tune_from:"
+    if wildcards.model not in ATTACK_SOURCES:
+        why["attack"] = "the fine-tuning attack is off (organism.attack.enabled: false)"
     return why
 
 
 def get_paper_table_inputs(wildcards):
     m = wildcards.model
-    t = f"results/{m}/tables"  # the fine-tuning attack's tables (rule finetune_attack, being restructured)
     names = ["table1_post_instruction", "clustering", "clustering_positions", "beliefs", "cosine_by_layer",
              "fig4_steering_refusal", "fig5_reply_inversion", "fig6_group_means", "table3_guards"]
     out = {n: table_file(TABLE_RULES[n], n, m) for n in names}
-    if m in TUNED_MODELS:
-        out.update(finetune_attack=f"{t}/finetune_attack.csv", finetune_attack_layers=f"{t}/finetune_attack_layers.csv")
+    if m in ATTACK_SOURCES:
+        out.update({n: table_file("finetune_attack", n, m) for n in ("finetune_attack", "finetune_attack_layers")})
     out["claims"] = expand(rules.claims.output.csv, model=m)[0]
     return out
 

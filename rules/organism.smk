@@ -113,15 +113,20 @@ rule organism_eval:
 
 
 rule attack_pairs:
+    """(harmful instruction, compliant answer) pairs for the fine-tuning attack of an analysed model: its
+    base model's own answers (a tuned organism) or its own answers under the reverse refusal direction
+    (the paper's recipe; organism.attack.pairs_from)."""
     input:
-        base=get_base_card,
-        harmful=lambda wc: f"results/data/{ORGANISM['harmful']}.jsonl",
+        unpack(get_attack_pair_inputs),
     output:
         "results/{model}/finetune_attack/pairs.jsonl",
     params:
-        attack=ORGANISM["attack"],
-        runtime=get_base_runtime,
+        attack=pick(ATTACK, "max_new_tokens", "keep_refused", "steer"),
+        pairs_from=lambda wc: attack_pairs_from(wc.model),
+        source=lambda wc: attack_source(wc.model),
+        runtime=lambda wc: runtime_params(attack_source(wc.model)),
         normalise_endings=get_normalise_endings,
+        middle_layers=config["directions"]["middle_layers"],
         system_prompt=config["generation"]["system_prompt"],
         template_date=config["generation"]["template_date"],
         seed=config["seed"],
@@ -131,7 +136,7 @@ rule attack_pairs:
         "results/benchmarks/attack_pairs/{model}.tsv"
     threads: MODEL_THREADS
     wildcard_constraints:
-        model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
+        model="|".join(map(re.escape, ATTACK_SOURCES)) or "NONE",
     resources:
         gpu=1,
         mem_mb=model_mem_mb(),
@@ -144,33 +149,30 @@ rule attack_pairs:
         "../workflow_scripts/attack_pairs.py"
 
 
-rule finetune_attack:
+rule attack_train:
+    """The attacked model {model}-attack{N}: the analysed model fine-tuned on the first N attack pairs
+    (organism.train's mode and LoRA settings, the attack's epochs, batch and lr); weights, card, recipe."""
     input:
-        organism=get_model_card,
-        pairs=rules.attack_pairs.output[0],
-        directions="results/{model}/directions/directions.safetensors",
-        prompts=lambda wc: [f"results/data/{s}.jsonl" for s in ORGANISM["attack"]["eval_sets"]],
+        unpack(get_attack_train_inputs),
     output:
-        table=multiext("results/{model}/tables/finetune_attack", ".csv", ".md"),
-        layers=multiext("results/{model}/tables/finetune_attack_layers", ".csv", ".md"),
-        figure=report("results/{model}/figures/fig7_finetune_attack.png", caption="../report/fig7_finetune_attack.rst", category=figure_section("fig7_finetune_attack"), subcategory="{model}"),
-        responses="results/{model}/finetune_attack/responses.jsonl",
+        card="results/models/{model}/model.json",
+        recipe="results/models/{model}/recipe.json",
     params:
-        attack=ORGANISM["attack"],
+        attack_from=lambda wc: MODELS[wc.model]["attack_from"],
+        n_pairs=lambda wc: MODELS[wc.model]["n_pairs"],
+        attack=pick(ATTACK, "epochs", "batch_size", "lr"),
         train=ORGANISM["train"],
-        runtime=get_runtime,
-        normalise_endings=get_normalise_endings,
-        generation=config["generation"],
-        before=config["hidden"]["positions_before"],
-        middle_layers=config["directions"]["middle_layers"],
+        runtime=lambda wc: runtime_params(MODELS[wc.model]["attack_from"]),
+        system_prompt=config["generation"]["system_prompt"],
+        template_date=config["generation"]["template_date"],
         seed=config["seed"],
     log:
-        "logs/finetune_attack/{model}.log",
+        "logs/attack_train/{model}.log",
     benchmark:
-        "results/benchmarks/finetune_attack/{model}.tsv"
+        "results/benchmarks/attack_train/{model}.tsv"
     threads: MODEL_THREADS
     wildcard_constraints:
-        model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
+        model="|".join(map(re.escape, ATTACKED_MODELS)) or "NONE",
     resources:
         gpu=1,
         mem_mb=model_mem_mb("train"),
@@ -180,9 +182,38 @@ rule finetune_attack:
     conda:
         "../envs/harmref.yaml"
     script:
+        "../workflow_scripts/attack_train.py"
+
+
+rule finetune_attack:
+    """Fig 7 and its tables: acceptance and layerwise Δharmful / Δrefuse of the model and each attacked
+    model on the held-out harmful prompts, scored with the unattacked model's centroids."""
+    input:
+        unpack(get_attack_eval_inputs),
+    output:
+        table=multiext("results/{model}/tables/finetune_attack", ".csv", ".md"),
+        layers=multiext("results/{model}/tables/finetune_attack_layers", ".csv", ".md"),
+        figure=report("results/{model}/figures/fig7_finetune_attack.png", caption="../report/fig7_finetune_attack.rst", category=figure_section("fig7_finetune_attack"), subcategory="{model}"),
+    params:
+        model=lambda wc: wc.model,
+        names=lambda wc: attacked_models(wc.model),
+        sizes=ATTACK["n_pairs"],
+        eval_sets=ATTACK["eval_sets"],
+        eval_n=ATTACK["eval_n"],
+        middle_layers=config["directions"]["middle_layers"],
+    log:
+        "logs/finetune_attack/{model}.log",
+    wildcard_constraints:
+        model="|".join(map(re.escape, ATTACK_SOURCES)) or "NONE",
+    localrule: True
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/harmref.yaml"
+    script:
         "../workflow_scripts/finetune_attack.py"
 
 
 _TUNED_ANALYSED = [m for m in ANALYSIS_MODELS if m in TUNED_MODELS]
 FINAL_TARGETS.extend(expand(rules.organism_eval.output, model=_TUNED_ANALYSED))
-FINAL_TARGETS.extend(expand(rules.finetune_attack.output, model=_TUNED_ANALYSED))
+FINAL_TARGETS.extend(expand(rules.finetune_attack.output, model=ATTACK_SOURCES))
