@@ -154,3 +154,27 @@ def test_fig6_paper_boxes_only_for_llama2():
     assert any(t.startswith("paper (Llama2-Chat-7B) template: Δh ≈ 0.06…0.15, Δr ≈ -0.16…0") for t in texts), texts
     assert len(fig.axes[0].patches) >= 3  # dashed boxes: template, adv-suffix, persuasion
     _labelled(fig)
+
+
+def test_fig5_paper_values_land_on_their_prompt_set():
+    rows = []
+    for set_, arm in (("harmless_test", "+harmfulness@context"), ("harmful_test", "-harmfulness@context")):
+        rows.append({"set": set_, "question_id": "Q1", "arm": "baseline", "control": "baseline", "layer": None, "n": 10,
+                     "n_valid": 10, "no_%": 50.0, "invalid_%": 0.0, "refusal_text_%": 0.0, "score": 0.0})
+        rows += [{"set": set_, "question_id": "Q1", "arm": arm, "control": "layer_sweep", "layer": l, "n": 10, "n_valid": 8,
+                  "no_%": 25.0, "invalid_%": 20.0, "refusal_text_%": 0.0, "score": 0.1} for l in range(0, 14, 2)]
+    table = pd.DataFrame(rows)
+    fig = plots.reply_inversion_figure(table, "m")
+    assert not any("paper" in t for t in _legend_texts(fig))
+    fig = plots.reply_inversion_figure(table, "qwen2-7b-instruct")
+    no_panels = [ax for ax in fig.axes if ax.get_ylabel().startswith('"No"')]
+    assert len(no_panels) == 2
+    harmless, harmful = no_panels  # columns in table order
+    assert "harmless_test" in harmless.get_title() and "harmful_test" in harmful.get_title()
+    legends = _legend_texts(fig)
+    assert any(t.startswith("paper (Qwen2-Instruct-7B) +harmfulness@context: ≈ 0 % (layer 11)") for t in legends), legends
+    assert any(t.startswith("paper (Qwen2-Instruct-7B) -harmfulness@context: ≈ 52 % (layer 12)") for t in legends), legends
+    # the harmless column's diamond sits at layer 11, the harmful column's at layer 12
+    xs = lambda ax: sorted(float(x) for c in ax.containers for x in c.lines[0].get_xdata())  # noqa: E731
+    assert 11.0 in xs(harmless) and 12.0 in xs(harmful) and 12.0 not in xs(harmless)
+    _labelled(fig)
