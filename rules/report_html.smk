@@ -32,3 +32,25 @@ rule report_pages:
 
 
 FINAL_TARGETS.extend(expand(rules.report_pages.output, model=ANALYSIS_MODELS))
+
+
+# the paper's layout with every analysed model side by side (results/paper_tables.md, rules/report.smk)
+rule report_paper_tables_all:
+    input:
+        "results/paper_tables.md",
+    output:
+        report(
+            "results/report_paper_tables.html",
+            caption="../report/paper_tables_all.rst",
+            category=harmref_report.SECTIONS["claims"],
+            subcategory="all analysed models",
+        ),
+    log:
+        "logs/report_paper_tables_all.log",
+    localrule: True
+    run:
+        harmref_report.write_table_html(input[0], output[0], "the paper's tables, every analysed model")
+
+
+if "results/paper_tables.md" in map(str, FINAL_TARGETS):
+    FINAL_TARGETS.extend(rules.report_paper_tables_all.output)

@@ -276,8 +276,8 @@ def check_report(workdir: Path, run) -> None:
         table = base64.b64decode(results[item]["data_uri"].split("base64,", 1)[1]).decode()
         rows = len(pd.read_csv(workdir / csv)) if (workdir / csv).stat().st_size > 1 else 0
         assert table.count("<tr>") == rows + 1, f"{item}: {table.count('<tr>') - 1} rows for {rows} in {csv}"
-    for extra in ("claims", "paper_tables"):
-        assert f"results/tiny/report/{extra}.html" in results, extra
+    for extra in ("tiny/report/claims", "tiny/report/paper_tables", "report_paper_tables"):
+        assert f"results/{extra}.html" in results, extra
     for path, entry in results.items():
         assert entry["caption"].strip(), f"{path}: no caption"
     assert set(categories) <= set(report.SECTIONS.values()), categories
