@@ -279,7 +279,8 @@ def test_claims_paper_tables_and_index(workdir):
     claims = pd.read_csv(res / "tiny/claims.csv").set_index("claim")
     assert list(claims.index) == list(range(1, 14)) and set(claims["verdict"]) <= {HOLDS, FAILS, NOT_MEASURABLE}
     assert "persuasion set not supplied" in claims.loc[11, "reason"]  # jb_persuasion is not configured in .test
-    assert claims.loc[12, "verdict"] != NOT_MEASURABLE or "attack" in claims.loc[12, "reason"]  # says why (Fig 7 not run)
+    # claim 12 says why when it cannot decide (Fig 7 not run, or too few prompts: .test attacks tiny with N = 2 on 4)
+    assert claims.loc[12, "verdict"] != NOT_MEASURABLE or any(w in claims.loc[12, "reason"] for w in ("attack", "too few prompts"))
     assert all(isinstance(r, str) and r for r in claims.loc[claims["verdict"] != HOLDS, "reason"])  # every verdict but holds says why
     assert claims.loc[1, "measured"].startswith("with ") and "(n = 8)" in claims.loc[1, "measured"]
     md = (res / "tiny/claims.md").read_text()
