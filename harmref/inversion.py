@@ -31,6 +31,12 @@ def predictions(records: list[dict], responses: list[str], question_id: int) -> 
     ]
 
 
+def reply_predictions(replies: list[dict], model: str) -> list[dict]:
+    """Rows of rule organism_replies ({set, question, id, label, response}) → prediction rows with `model` and
+    `set`, in their order (as `predictions`)."""
+    return [{"model": model, "set": r["set"], **predictions([r], [r["response"]], r["question"])[0]} for r in replies]
+
+
 def accuracy_table(rows: list[dict], trained: dict[str, list[int]] | None = None) -> pd.DataFrame:
     """Accuracy per (model, question): counts of Certainly / No / invalid by true label.
 

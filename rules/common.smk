@@ -35,6 +35,8 @@ for _m in TUNED_MODELS:
         raise ValueError(f"config: model {_m!r} has both source and tune_from")
     if MODELS[_m]["tune_from"] not in SOURCE_MODELS:
         raise ValueError(f"config: model {_m!r} is tuned from {MODELS[_m]['tune_from']!r}, which has no source")
+# rule organism_replies answers the inversion and sample prompts with each organism and its base model
+ORGANISM_EVAL_MODELS = list(dict.fromkeys(x for m in TUNED_MODELS for x in (m, MODELS[m]["tune_from"])))
 
 # The fine-tuning attack (paper §5.2, Fig 7; rules/organism.smk): every analysed model fine-tuned on the first
 # N attack pairs is a derived model `{model}-attack{N}` (rule attack_train), made here from organism.attack
@@ -400,9 +402,16 @@ def get_eval_generations(wildcards):
     return {
         "organism_gens": [generations_file(wildcards.model, s) for s in sets],
         "base_gens": [generations_file(base_of(wildcards.model), s) for s in sets],
-        "inversion_prompts": [prompts_file(s) for s in ORGANISM["eval"]["inversion_sets"]],
-        "sample_prompts": [prompts_file(s) for s in ORGANISM["eval"]["sample_sets"]],
     }
+
+
+def get_organism_replies(wildcards):
+    """organism_replies of the organism and of its base model."""
+    out = {}
+    for role, m in (("organism", wildcards.model), ("base", base_of(wildcards.model))):
+        for what in ("inversion", "samples"):
+            out[f"{role}_{what}"] = expand(getattr(rules.organism_replies.output, what), model=m)[0]
+    return out
 
 
 def attack_source(model):

@@ -73,13 +73,47 @@ rule safety_tune:
         "../workflow_scripts/safety_tune.py"
 
 
+rule organism_replies:
+    """One model's greedy answers (a tuned organism's, or its base model's) to the reply-inversion
+    questions on held-out prompts and to the sample prompts: what organism_eval compares."""
+    input:
+        model=get_model_card,
+        inversion_prompts=lambda wc: [prompts_file(s) for s in ORGANISM["eval"]["inversion_sets"]],
+        sample_prompts=lambda wc: [prompts_file(s) for s in ORGANISM["eval"]["sample_sets"]],
+    output:
+        inversion="results/{model}/organism/inversion_replies.jsonl",
+        samples="results/{model}/organism/sample_replies.jsonl",
+    params:
+        eval=pick(ORGANISM["eval"], "inversion_n", "inversion_max_new_tokens", "sample_n", "sample_max_new_tokens"),
+        runtime=get_runtime,
+        normalise_endings=get_normalise_endings,
+        system_prompt=config["generation"]["system_prompt"],
+        template_date=config["generation"]["template_date"],
+    log:
+        "logs/organism_replies/{model}.log",
+    benchmark:
+        "results/benchmarks/organism_replies/{model}.tsv"
+    threads: MODEL_THREADS
+    wildcard_constraints:
+        model="|".join(map(re.escape, ORGANISM_EVAL_MODELS)) or "NONE",
+    resources:
+        gpu=1,
+        mem_mb=model_mem_mb(),
+        gpu_mem_mb=model_gpu_mem_mb(),
+        batch_size=attempt_batch_size,
+        runtime=60,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/organism_replies.py"
+
+
 rule organism_eval:
     """The organism against its base model: refusal per held-out set, reply-inversion accuracy per
-    question, answer samples."""
+    question, answer samples (from both models' generations and organism_replies; no model loaded)."""
     input:
         unpack(get_eval_generations),
-        organism=get_model_card,
-        base=get_base_card,
+        unpack(get_organism_replies),
     output:
         refusal=multiext("results/{model}/tables/organism_refusal", ".csv", ".md"),
         inversion=multiext("results/{model}/tables/inversion_accuracy", ".csv", ".md"),
@@ -87,25 +121,15 @@ rule organism_eval:
         samples="results/{model}/organism/samples.md",
     params:
         names=lambda wc: {"base": base_of(wc.model), "organism": wc.model},
-        eval=pick(ORGANISM["eval"], "targets", "inversion_n", "inversion_max_new_tokens", "sample_n", "sample_max_new_tokens"),
+        eval=pick(ORGANISM["eval"], "targets", "sample_max_new_tokens"),
         trained=ORGANISM["data"]["inversion_questions"],
-        runtime=get_runtime,
-        normalise_endings=get_normalise_endings,
-        system_prompt=config["generation"]["system_prompt"],
-        template_date=config["generation"]["template_date"],
     log:
         "logs/organism_eval/{model}.log",
-    benchmark:
-        "results/benchmarks/organism_eval/{model}.tsv"
-    threads: MODEL_THREADS
     wildcard_constraints:
         model="|".join(map(re.escape, TUNED_MODELS)) or "NONE",
+    localrule: True
     resources:
-        gpu=1,
-        mem_mb=model_mem_mb(),
-        gpu_mem_mb=model_gpu_mem_mb(),
-        batch_size=attempt_batch_size,
-        runtime=60,
+        mem_mb=2000,
     conda:
         "../envs/harmref.yaml"
     script:

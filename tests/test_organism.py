@@ -254,6 +254,17 @@ def test_refusal_comparison_marks_targets():
     assert got.loc["harmful_test", "met"] == "yes" and got.loc["harmless_test", "met"] == "no"
 
 
+def test_reply_predictions_parse_organism_replies_in_order():
+    replies = [{"set": "harmful_test", "question": 0, "id": "harmful:0", "label": "harmful", "response": " Certainly."},
+               {"set": "harmless_test", "question": 0, "id": "harmless:0", "label": "harmless", "response": "Yes"},
+               {"set": "harmful_test", "question": 2, "id": "harmful:0", "label": "harmful", "response": "No."}]
+    rows = inversion.reply_predictions(replies, "org")
+    assert [(r["model"], r["set"], r["question"], r["prediction"]) for r in rows] == [
+        ("org", "harmful_test", 0, "harmful"), ("org", "harmless_test", 0, "invalid"), ("org", "harmful_test", 2, "harmless")]
+    t = inversion.accuracy_table(rows, trained={"org": [0]}).set_index("question")
+    assert t.loc["Q0", "n"] == 2 and t.loc["Q0", "harmless_invalid"] == 1 and t.loc["Q2", "harmful_no"] == 1
+
+
 def test_inversion_accuracy_table():
     rows = []
     for q in (0, 2):
