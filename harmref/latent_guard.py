@@ -8,6 +8,11 @@ stores hyperparameters, `fit` returns self and sets `mu_harmful_`/`mu_harmless_`
 
 Hidden states are [n, layers, d] at one position, or [n, layers, positions, d] with
 `position` naming the index on the position axis.
+
+A saved guard is a folder (guard.json + centroids.safetensors) that names its model, template,
+positions, layers and threshold: `LatentGuard.load(folder)` checks and loads that model once, and
+`predict` / `decision_function` / `score` then also take raw texts (`harmref guard check`);
+`fit_artefact` writes such a folder for any model (`harmref guard fit`). docs/latent_guard.md.
 """
 
 from __future__ import annotations
