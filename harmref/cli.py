@@ -95,10 +95,10 @@ def _guard_check(args) -> int:
     import time
 
     from . import io
-    from .latent_guard import LatentGuard, read_prompt_file
+    from .latent_guard import GuardError, LatentGuard, read_prompt_file
 
     if args.prompts and args.input:
-        raise SystemExit("harmref guard check: give prompts as arguments or --input FILE, not both")
+        raise GuardError("guard check: give prompts as arguments or --input FILE, not both")
     if args.prompts:
         records = [{"id": str(i), "prompt": t, "verbatim": False} for i, t in enumerate(args.prompts, 1)]
         for r in records:
@@ -109,7 +109,7 @@ def _guard_check(args) -> int:
         records, source = read_prompt_file(args.input, args.field), args.input
     else:
         if sys.stdin is None or sys.stdin.isatty():
-            raise SystemExit("harmref guard check: give a prompt, --input FILE, or pipe prompts on stdin")
+            raise GuardError("guard check: give a prompt, --input FILE, or pipe prompts on stdin")
         records, source = read_prompt_file(None, args.field, stream=sys.stdin), "<stdin>"
     if not records:
         raise io.DataError(source, "no prompts")
@@ -119,13 +119,13 @@ def _guard_check(args) -> int:
     if args.threshold is not None:
         if args.threshold == "calibrated":
             if not meta.get("calibration"):
-                raise SystemExit(f"harmref guard check: the guard {args.guard} has no calibrated threshold (fit it with --heldout-*)")
+                raise GuardError(f"guard check: the guard {args.guard} has no calibrated threshold (fit it with --heldout-*)")
             guard.threshold = float(meta["calibration"]["threshold"])
         else:
             try:
                 guard.threshold = float(args.threshold)
             except ValueError:
-                raise SystemExit(f"harmref guard check: --threshold takes a number or `calibrated`, got {args.threshold!r}") from None
+                raise GuardError(f"guard check: --threshold takes a number or `calibrated`, got {args.threshold!r}") from None
     load_s = time.time() - t0
     bar = None
     if not args.quiet:

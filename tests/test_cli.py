@@ -130,3 +130,6 @@ def test_guard_check_refuses_another_model_and_bad_input(cli_guard, tmp_path, ca
     assert "bad.jsonl, record line 2, field 'prompt': missing field" in capsys.readouterr().err
     assert cli.main(["guard", "check", "--guard", str(tmp_path), "Hello"]) == 2
     assert "no guard artefact" in capsys.readouterr().err
+    # usage errors exit 2 as well: 1 means "unsafe"
+    assert cli.main(["guard", "check", "--guard", str(root / "guard"), "--threshold", "calibrated", "Hello"]) == 2
+    assert "has no calibrated threshold" in capsys.readouterr().err
