@@ -664,10 +664,10 @@ def group_scores(h: "torch.Tensor", labels, refused, mu_harmful, mu_harmless) ->
     """Per-prompt clustering scores s^l (eq 2) at every position: group → [n, layers, positions]."""
     import torch
 
-    from .directions import centroid_score
+    from .directions import clustering_scores
     from .geometry import group_of
 
-    s = torch.stack([centroid_score(h[:, :, p], mu_harmful[:, p], mu_harmless[:, p]) for p in range(h.shape[2])], dim=-1)
+    s = clustering_scores(h, mu_harmful, mu_harmless)
     groups = np.array([group_of(l, bool(r)) for l, r in zip(labels, refused)])
     return {g: s[torch.as_tensor(groups == g)].numpy() for g in sorted(set(groups))}
 

@@ -18,7 +18,7 @@ from itertools import combinations
 import pandas as pd
 import torch
 
-from .directions import auroc, belief_score, centroid, centroid_score, cosine_by_layer, layer_accuracy
+from .directions import auroc, belief_scores, centroid, clustering_scores, cosine_by_layer, layer_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,9 @@ def clustering_table(evals: list[tuple[str, torch.Tensor, list[str], list[bool]]
     rows = []
     for name, h, labels, refused in evals:
         groups = [group_of(l, r) for l, r in zip(labels, refused)]
+        s_all = clustering_scores(h, cents["mu_harmful"], cents["mu_harmless"])
         for p, pos in enumerate(positions):
-            s = centroid_score(h[:, :, p], cents["mu_harmful"][:, p], cents["mu_harmless"][:, p])
+            s = s_all[:, :, p].contiguous()  # reductions then sum in the same order as before
             for g in sorted(set(groups)):
                 idx = torch.tensor([x == g for x in groups])
                 mean = s[idx].mean(0)
@@ -135,8 +136,7 @@ def beliefs(evals, cents: dict, inst: int) -> pd.DataFrame:
     """Per-prompt Δharmful (t_inst) and Δrefuse (t_post-inst), eqs 3–4, averaged over all layers."""
     rows = []
     for name, h, labels, refused, ids in evals:
-        dh = belief_score(h[:, :, inst], cents["mu_harmful"][:, inst], cents["mu_harmless"][:, inst])
-        dr = belief_score(h[:, :, -1], cents["mu_refused"][:, -1], cents["mu_accepted"][:, -1])
+        dh, dr = belief_scores(h, cents, inst, where=f"hidden states of {name}")
         for i in range(len(ids)):
             rows.append({"set": name, "id": ids[i], "label": labels[i], "refused": bool(refused[i]),
                          "group": group_of(labels[i], refused[i]), "delta_harmful": float(dh[i]), "delta_refuse": float(dr[i])})
@@ -146,16 +146,16 @@ def beliefs(evals, cents: dict, inst: int) -> pd.DataFrame:
 def harmfulness_accuracy(h: torch.Tensor, is_harmful: torch.Tensor, cents: dict, inst: int) -> pd.DataFrame:
     """Held-out per-layer accuracy (threshold 0) and AUROC of the centroid rule, at t_inst and t_post-inst."""
     out = {"layer": list(range(h.shape[1]))}
+    all_layers = {"layer": "mean-over-layers (Δharmful)"}
+    s_all = clustering_scores(h, cents["mu_harmful"], cents["mu_harmless"])
     for pos, i in (("inst", inst), ("post", -1)):
-        s = centroid_score(h[:, :, i], cents["mu_harmful"][:, i], cents["mu_harmless"][:, i])
+        s = s_all[:, :, i].contiguous()
         out[f"acc_{pos}"] = layer_accuracy(s, is_harmful).numpy()
         out[f"auroc_{pos}"] = [auroc(s[:, l], is_harmful) for l in range(s.shape[1])]
-    df = pd.DataFrame(out)
-    all_layers = {"layer": "mean-over-layers (Δharmful)"}
-    for pos, i in (("inst", inst), ("post", -1)):
-        d = belief_score(h[:, :, i], cents["mu_harmful"][:, i], cents["mu_harmless"][:, i])
+        d = s.mean(1)  # Δ over all layers (eq 3), here at both positions
         all_layers[f"acc_{pos}"] = float(((d >= 0) == is_harmful.bool()).double().mean())
         all_layers[f"auroc_{pos}"] = auroc(d, is_harmful)
+    df = pd.DataFrame(out)
     return pd.concat([df.astype({"layer": object}), pd.DataFrame([all_layers])], ignore_index=True).assign(n=int(h.shape[0]))
 
 

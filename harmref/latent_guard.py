@@ -28,7 +28,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 
-from .directions import auroc, belief_score, centroid
+from .directions import auroc, belief_score, belief_scores, centroid
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +273,8 @@ def score_hidden(hidden, centroids: dict, inst: int, post: int, layers=None, thr
 
     centroids: {mu_harmful, mu_harmless, mu_refused, mu_accepted}, each [layers, P, d].
     """
-    harm = LatentGuard.from_centroids(centroids["mu_harmful"][:, inst], centroids["mu_harmless"][:, inst], layers=layers, position=inst, threshold=threshold)
-    refuse = LatentGuard.from_centroids(centroids["mu_refused"][:, post], centroids["mu_accepted"][:, post], layers=layers, position=post)
-    return {"delta_harmful": harm.decision_function(hidden), "delta_refuse": refuse.decision_function(hidden)}
+    dh, dr = belief_scores(hidden, centroids, inst, post, layer_slice(layers))
+    return {"delta_harmful": dh.numpy(), "delta_refuse": dr.numpy()}
 
 
 # ----------------------------------------------------------- the paper's tensors

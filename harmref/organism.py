@@ -35,7 +35,6 @@ import torch
 import torch.nn.functional as F
 
 from .activations import hidden_states, sort_by_length
-from .directions import centroid_score
 from .inversion import QUESTIONS, TARGETS
 from .positions import ChatFormat, encode, text_ids, tokenize_prompt
 from .tables import rate_row
@@ -474,24 +473,6 @@ def samples_markdown(records: list[dict], answers: dict[str, list[str]], title: 
 
 
 # ------------------------------------------------------------------ fine-tuning attack
-def attack_scores(hidden: torch.Tensor, cents: dict, inst: int, where: str = "hidden states"):
-    """Per-prompt, per-layer scores with fixed centroids: s_harmful at t_inst, s_refuse at t_post-inst ([n, L+1] each).
-
-    hidden: [n, L+1, positions, d] (rule extract_hidden's tensor of the attacked model); cents: the
-    unattacked model's centroids (rule directions), whose positions must be the same.
-    """
-    if hidden.shape[2] != cents["mu_harmful"].shape[1]:
-        raise ValueError(f"{where}: {hidden.shape[2]} positions, the centroids {cents['mu_harmful'].shape[1]}: "
-                         "hidden.positions_before must match the directions run")
-    if hidden.shape[1] != cents["mu_harmful"].shape[0]:
-        raise ValueError(f"{where}: {hidden.shape[1]} layer entries, the centroids {cents['mu_harmful'].shape[0]}: "
-                         "not the same model architecture")
-    h = hidden.float()
-    s_harm = centroid_score(h[:, :, inst], cents["mu_harmful"][:, inst], cents["mu_harmless"][:, inst])
-    s_ref = centroid_score(h[:, :, -1], cents["mu_refused"][:, -1], cents["mu_accepted"][:, -1])
-    return s_harm, s_ref
-
-
 @torch.no_grad()
 def steered_answers(model, tokenizer, fmt: ChatFormat, instructions: list[str], refusal: torch.Tensor, layer: int,
                     coefficient: float = 1.0, every_step: bool = False, max_new_tokens: int = 64,
@@ -564,25 +545,3 @@ def attack_table(summaries: list[dict]) -> pd.DataFrame:
             df[f"{col}_retained"] = df[col] / float(before[col].iloc[0])
     return df
 
-
-def attack_figure(layers: pd.DataFrame, model: str):
-    """Paper Fig 7: Δharmful (t_inst) and Δrefuse (t_post-inst) by layer, one curve per number of attack pairs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
-    for ax, col, title in ((axes[0], "delta_harmful", "Δharmful at t_inst"), (axes[1], "delta_refuse", "Δrefuse at t_post-inst")):
-        for n, d in layers.groupby("n_pairs"):
-            d = d.sort_values("layer")
-            label = "before attack" if n == 0 else f"attacked, N = {n}"
-            ax.plot(d["layer"], d[col], marker="o", ms=3, lw=2 if n == 0 else 1.2, color="black" if n == 0 else None, label=label)
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_title(title)
-        ax.set_xlabel("layer (residual stream entry)")
-        ax.set_ylabel("mean score (pre-attack centroids)")
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{model}: fine-tuning attack on held-out harmful prompts (paper Fig 7)")
-    fig.tight_layout()
-    return fig

@@ -536,3 +536,21 @@ def belief_figure(table, rows, model: str, threshold: float = 0.0):
     fig.suptitle(f"{model}: the model's stated belief (reply inversion, first-token margin) vs its behaviour and latent beliefs")
     fig.tight_layout()
     return fig
+
+
+def attack_figure(layers: pd.DataFrame, model: str):
+    """Paper Fig 7: Δharmful (t_inst) and Δrefuse (t_post-inst) by layer, one curve per number of attack pairs."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for ax, col, title in ((axes[0], "delta_harmful", "Δharmful at t_inst"), (axes[1], "delta_refuse", "Δrefuse at t_post-inst")):
+        for n, d in layers.groupby("n_pairs"):
+            d = d.sort_values("layer")
+            label = "before attack" if n == 0 else f"attacked, N = {n}"
+            ax.plot(d["layer"], d[col], marker="o", ms=3, lw=2 if n == 0 else 1.2, color="black" if n == 0 else None, label=label)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(title)
+        ax.set_xlabel("layer (residual stream entry)")
+        ax.set_ylabel("mean score (pre-attack centroids)")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{model}: fine-tuning attack on held-out harmful prompts (paper Fig 7)")
+    fig.tight_layout()
+    return fig

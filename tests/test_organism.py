@@ -2,7 +2,6 @@
 
 import math
 
-import pandas as pd
 import pytest
 import torch
 
@@ -276,16 +275,16 @@ def test_inversion_accuracy_table():
     assert not inversion.accuracy_table(rows).set_index("question").loc["Q0", "trained_on"]
 
 
-def test_attack_scores_and_rows(tiny):
+def test_attack_layer_scores_and_rows(tiny):
     model, tok, fmt = tiny
     prompts = [r["prompt"] for r in HARMFUL]
-    from harmref import activations
+    from harmref import activations, directions
 
     h, labels, _ = activations.hidden_states(model, tok, fmt, prompts + [r["prompt"] for r in HARMLESS], before=1)
     inst = labels.index("t_inst")
     cents = {"mu_harmful": h[:3].double().mean(0), "mu_harmless": h[3:].double().mean(0),
              "mu_refused": h[:3].double().mean(0), "mu_accepted": h[3:].double().mean(0)}
-    s_harm, s_ref = organism.attack_scores(h[:3].half(), cents, inst)  # as rule extract_hidden stores them
+    s_harm, s_ref = directions.layer_scores(h[:3].half(), cents, inst)  # as rule extract_hidden stores them
     n_layers = len(model.model.layers) + 1
     assert s_harm.shape == (3, n_layers) and s_ref.shape == (3, n_layers)
     from harmref.directions import centroid_score
@@ -301,11 +300,9 @@ def test_attack_scores_and_rows(tiny):
     table = organism.attack_table([before, summary])
     assert table["delta_harmful_mid_retained"].tolist() == pytest.approx([1.0, 1.0])
     with pytest.raises(ValueError, match=r"x.safetensors: \d+ positions, the centroids \d+"):
-        organism.attack_scores(h[:3, :, 1:], cents, inst, where="x.safetensors")
+        directions.layer_scores(h[:3, :, 1:], cents, inst, where="x.safetensors")
     with pytest.raises(ValueError, match="layer entries"):
-        organism.attack_scores(h[:3, 1:], cents, inst)
-    fig = organism.attack_figure(pd.DataFrame(layers + [{**x, "n_pairs": 0} for x in layers]), "tiny")
-    assert fig.axes[0].get_title().startswith("Δharmful") and len(fig.axes[0].lines) >= 2
+        directions.layer_scores(h[:3, 1:], cents, inst)
 
 
 def test_attack_config_steps():

@@ -1,4 +1,5 @@
 import pandas as pd
+import pytest
 
 from harmref import plots
 
@@ -178,3 +179,15 @@ def test_fig5_paper_values_land_on_their_prompt_set():
     xs = lambda ax: sorted(float(x) for c in ax.containers for x in c.lines[0].get_xdata())  # noqa: E731
     assert 11.0 in xs(harmless) and 12.0 in xs(harmful) and 12.0 not in xs(harmless)
     _labelled(fig)
+
+
+def test_attack_figure_one_curve_per_attack_size():
+    layers = pd.DataFrame([{"n_pairs": n, "layer": l, "delta_harmful": 0.1 * l - 0.01 * n, "delta_refuse": 0.2 - 0.05 * n}
+                           for n in (0, 10, 50) for l in (2, 0, 1)])
+    fig = plots.attack_figure(layers, "tiny")
+    harm, ref = fig.axes[:2]
+    assert harm.get_title().startswith("Δharmful") and ref.get_title().startswith("Δrefuse")
+    assert [line.get_label() for line in harm.lines[:3]] == ["before attack", "attacked, N = 10", "attacked, N = 50"]
+    assert list(harm.lines[0].get_xdata()) == [0, 1, 2]  # sorted by layer
+    assert list(ref.lines[2].get_ydata()) == pytest.approx([0.2 - 2.5] * 3)
+    assert "paper Fig 7" in fig._suptitle.get_text()
