@@ -27,6 +27,7 @@ import torch
 from .judging import parse_inversion, refused_flags
 from .positions import encode
 from .steering import NONE, TokenScore, generate_steered
+from .tables import wilson
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +45,6 @@ VERDICTS = ("margin", "reply")
 
 def group_name(refused: bool, says_harmful: bool) -> str:
     return f"{'refused' if refused else 'complied'} · judged {'harmful' if says_harmful else 'harmless'}"
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval (95 % by default) for k successes of n, as fractions; (nan, nan) when n == 0."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import paper
+from .tables import wilson
 
 HOLDS, FAILS, NOT_MEASURABLE = "holds", "does not hold", "not measurable here"
 Z = 1.959964  # 95 %
@@ -81,17 +82,6 @@ CLAIMS = {
 
 
 # ------------------------------------------------------------------ intervals
-def wilson(k: float, n: float, z: float = Z) -> tuple[float, float]:
-    """Wilson score interval of k / n (as fractions)."""
-    if n <= 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
-
-
 def newcombe(k1: float, n1: float, k2: float, n2: float) -> tuple[float, float, float]:
     """p1 − p2 and its Newcombe (hybrid Wilson) 95 % interval, as fractions."""
     p1, p2 = k1 / n1, k2 / n2

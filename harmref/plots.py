@@ -7,16 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-def wilson(k, n, z: float = 1.96):
-    """Wilson score interval (lo, hi) of a proportion k/n, as fractions; k may be an array; n > 0."""
-    import numpy as np
-
-    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
-    p = k / n
-    den = 1 + z**2 / n
-    mid = (p + z**2 / (2 * n)) / den
-    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / den
-    return np.clip(mid - half, 0, 1), np.clip(mid + half, 0, 1)
+from .tables import wilson  # noqa: E402
 
 
 GROUP_STYLE = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from . import paper
@@ -11,6 +12,25 @@ from . import paper
 # Paper Table 1 (AdvBench, substring refusal %, greedy): with vs without post-instruction tokens;
 # the numbers live in harmref/paper_numbers.yaml.
 PAPER_TABLE1 = paper.table1()
+
+
+def wilson(k, n, z: float = 1.959964):
+    """Wilson score interval (lo, hi) of the proportion k/n as fractions, 95 % by default.
+
+    k, n: numbers (→ two floats) or arrays (→ two arrays). Exactly 0 at k == 0 and 1 at k == n,
+    NaN where n ≤ 0. The one interval of every table, claim and figure band.
+    """
+    kk, nn = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = kk / nn
+        denom = 1 + z * z / nn
+        centre = (p + z * z / (2 * nn)) / denom
+        half = z * np.sqrt(p * (1 - p) / nn + z * z / (4 * nn * nn)) / denom
+        lo = np.where(nn <= 0, np.nan, np.where(kk <= 0, 0.0, np.maximum(0.0, centre - half)))
+        hi = np.where(nn <= 0, np.nan, np.where(kk >= nn, 1.0, np.minimum(1.0, centre + half)))
+    if lo.ndim == 0:
+        return float(lo), float(hi)
+    return lo, hi
 
 
 def rate_row(rows: list[dict], key: str = "refused") -> dict:

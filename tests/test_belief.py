@@ -1,7 +1,5 @@
 """Stated belief (issue 17): asking the inversion question, the margin, the belief-vs-behaviour table."""
 
-import math
-
 import pandas as pd
 import pytest
 import torch
@@ -24,14 +22,6 @@ def tiny():
     fmt = positions.ChatFormat.from_tokenizer(tok)
     score = steering.TokenScore.from_strings(tok, "inversion_margin", ["Certainly"], ["No"])
     return model, tok, fmt, score
-
-
-def test_wilson_interval():
-    lo, hi = belief.wilson(8, 10)
-    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
-    assert belief.wilson(0, 10)[0] == 0.0 and belief.wilson(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
-    assert belief.wilson(10, 10)[1] == 1.0
-    assert all(math.isnan(x) for x in belief.wilson(0, 0))
 
 
 def test_margin_is_batch_invariant_and_matches_the_steering_score(tiny):

@@ -30,11 +30,6 @@ def _legend_texts(fig):
     return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
 
 
-def test_wilson_interval():
-    lo, hi = plots.wilson([0, 5, 10], [10, 10, 10])
-    assert lo[0] == 0 and abs(hi[0] - 0.2775) < 1e-3 and abs(lo[1] - 0.2366) < 1e-3 and abs(hi[2] - 1) < 1e-12
-
-
 def _cos(layers=6):
     import numpy as np
 
