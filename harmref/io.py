@@ -51,18 +51,8 @@ def atomic_path(path) -> Iterator[Path]:
     `path` first removes the temporaries such a writer left (`.{name}.*.tmp`,
     and the `.{name}.*.d` staging folders of `models.prepare`).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    tmp = _temporary(path)
-    try:
+    with atomic_group(path) as (tmp,):
         yield tmp
-        usual_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager

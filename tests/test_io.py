@@ -55,6 +55,22 @@ def test_atomic_group_replaces_every_file_or_none(tmp_path):
             pass
 
 
+def test_atomic_path_is_a_group_of_one(tmp_path):
+    p = tmp_path / "sub" / "x.json"
+    with io.atomic_path(p) as t:  # creates the folder
+        t.write_text("old")
+    (p.parent / ".x.json.dead0000.tmp").write_text("left by a killed writer")
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(p) as t:
+            t.write_text("new")
+            raise RuntimeError("the writer fails")
+    assert p.read_text() == "old" and [f.name for f in p.parent.iterdir()] == ["x.json"]  # stale and own temporaries gone
+    with io.atomic_path(p) as t:
+        t.write_text("new")
+        assert p.read_text() == "old"
+    assert p.read_text() == "new" and [f.name for f in p.parent.iterdir()] == ["x.json"]
+
+
 def test_a_failing_sidecar_or_markdown_leaves_the_old_pair(tmp_path, monkeypatch):
     t = tmp_path / "h.safetensors"
     io.write_tensors(t, {"x": torch.zeros(2)}, {"version": 1})
