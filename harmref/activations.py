@@ -81,11 +81,7 @@ def hidden_states(
     if n_post is None:
         n_post = template_n_post(tokenizer, fmt)
     labels = position_labels(before, n_post)
-    from .batching import by_length, split_on_oom
-
-    lengths = [len(fmt.render(x)[0]) for x in instructions]
-    out: list[torch.Tensor | None] = [None] * len(instructions)
-    tokens: list[list[str] | None] = [None] * len(instructions)
+    from .batching import run_by_length
 
     def one(rows):
         batch = encode(tokenizer, fmt, [instructions[i] for i in rows])
@@ -94,16 +90,12 @@ def hidden_states(
         ids = batch.input_ids.gather(1, cols)
         return [(h[j], tokenizer.convert_ids_to_tokens(ids[j].tolist())) for j in range(len(rows))]
 
-    for rows in by_length(lengths, batch_size):
-        for i, (h, toks) in zip(rows, split_on_oom(one, rows, "hidden-state batch")):
-            out[i], tokens[i] = h, toks
-        if progress is not None:
-            progress(len(rows))
+    res = run_by_length(one, [len(fmt.render(x)[0]) for x in instructions], batch_size, "hidden-state batch", progress)
     if not instructions:
         n_layers = len(decoder_layers(model)) + 1
         d = model.config.hidden_size
         return torch.zeros(0, n_layers, len(labels), d), labels, []
-    return torch.stack(out), labels, tokens
+    return torch.stack([h for h, _ in res]), labels, [toks for _, toks in res]
 
 
 def storage_cast(h: torch.Tensor, dtype: str = "float16") -> torch.Tensor:

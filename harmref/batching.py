@@ -1,8 +1,9 @@
 """Batches of prompts: grouped by length, and split in halves when the GPU runs out of memory.
 
-Every batched model loop (hidden states, generation, steering sweeps, the organism's answers) takes
-its batches from `by_length` and runs each through `split_on_oom`, so a batch size that fits the
-model on one GPU but not on another costs a log line, not the job.
+Every batched model loop (hidden states, steering sweeps, stated-belief questions, the organism's
+answers: `run_by_length`; generation, which also checkpoints its batches) takes its batches from
+`by_length` and runs each through `split_on_oom`, so a batch size that fits the model on one GPU but
+not on another costs a log line, not the job.
 """
 
 from __future__ import annotations
@@ -38,3 +39,16 @@ def split_on_oom(fn, rows: list[int], what: str = "batch"):
         a = split_on_oom(fn, rows[:half], what)
         b = split_on_oom(fn, rows[half:], what)
         return torch.cat([a, b]) if isinstance(a, torch.Tensor) else [*a, *b]
+
+
+def run_by_length(fn, lengths: list[int], batch_size: int, what: str = "batch", progress=None) -> list:
+    """The one batched loop: `fn(rows)` → one result per row, over the batches of `by_length`, each
+    through `split_on_oom`; returns the results in input order, calling `progress(len(rows))` after
+    every batch."""
+    out: list = [None] * len(lengths)
+    for rows in by_length(lengths, batch_size):
+        for i, r in zip(rows, split_on_oom(fn, rows, what)):
+            out[i] = r
+        if progress is not None:
+            progress(len(rows))
+    return out

@@ -24,6 +24,7 @@ import math
 import pandas as pd
 import torch
 
+from .batching import run_by_length
 from .judging import parse_inversion, refused_flags
 from .positions import encode
 from .steering import NONE, TokenScore, generate_steered
@@ -69,10 +70,7 @@ def ask(model, tokenizer, fmt, instructions: list[str], question: str, score: To
     `max_new_tokens` > 0 the pass is the prefill of a greedy generation and the row also
     carries the `reply` and its parsed `reply_verdict` (harmful | harmless | invalid).
     """
-    order = sorted(range(len(instructions)), key=lambda i: len(fmt.render(instructions[i], question)[0]))
-    out: list[dict | None] = [None] * len(instructions)
-    for s in range(0, len(order), batch_size):
-        rows = order[s : s + batch_size]
+    def one(rows):
         batch = encode(tokenizer, fmt, [instructions[i] for i in rows], [question] * len(rows))
         if max_new_tokens > 0:
             ids, lp = generate_steered(model, tokenizer, batch, [NONE] * len(rows), max_new_tokens)
@@ -80,14 +78,15 @@ def ask(model, tokenizer, fmt, instructions: list[str], question: str, score: To
         else:
             lp, replies = _first_logprobs(model, batch), [None] * len(rows)
         margins = score(lp).tolist()
-        for j, i in enumerate(rows):
-            r = {"margin": float(margins[j])}
+        out = []
+        for j in range(len(rows)):
+            out.append({"margin": float(margins[j])})
             if replies[j] is not None:
-                r.update(reply=replies[j], reply_verdict=parse_inversion(replies[j]))
-            out[i] = r
-        if progress is not None:
-            progress(len(rows))
-    return out  # type: ignore[return-value]
+                out[-1].update(reply=replies[j], reply_verdict=parse_inversion(replies[j]))
+        return out
+
+    lengths = [len(fmt.render(x, question)[0]) for x in instructions]
+    return run_by_length(one, lengths, batch_size, "stated-belief batch", progress)
 
 
 def load_set(hidden_path, gens_path, positions: list[str]):

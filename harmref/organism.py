@@ -34,7 +34,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .activations import hidden_states, sort_by_length
+from .activations import hidden_states
+from .batching import run_by_length
 from .inversion import QUESTIONS, TARGETS
 from .positions import ChatFormat, encode, text_ids, tokenize_prompt
 from .tables import rate_row
@@ -154,20 +155,19 @@ def distill(model, tokenizer, fmt: ChatFormat, instructions: list[str], max_new_
 
     device = input_device(model)
     eos = tokenizer.eos_token_id
-    order = sort_by_length([len(fmt.render(x)[0]) for x in instructions])
-    out: list = [None] * len(instructions)
-    for s in range(0, len(order), batch_size):
-        rows = order[s : s + batch_size]
+
+    def one(rows):
         batch = encode(tokenizer, fmt, [instructions[i] for i in rows]).to(device)
         gen = model.generate(**batch.model_inputs(), max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
-        for i, ids in zip(rows, gen[:, batch.input_ids.shape[1] :].tolist()):
+        res = []
+        for ids in gen[:, batch.input_ids.shape[1] :].tolist():
             ended = eos in ids
             ids = ids[: ids.index(eos)] if ended else ids
-            out[i] = (tokenizer.decode(ids, skip_special_tokens=True), ended)
-        if progress is not None:
-            progress(len(rows))
-    return out
+            res.append((tokenizer.decode(ids, skip_special_tokens=True), ended))
+        return res
+
+    return run_by_length(one, [len(fmt.render(x)[0]) for x in instructions], batch_size, "distillation batch", progress)
 
 
 def answer_examples(records: list[dict], answers: list[tuple[str, bool]], kind: str, refused: list[bool],

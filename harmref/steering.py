@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .batching import split_on_oom
+from .batching import run_by_length
 from .hooks import add_hooks, decoder_layers
 from .positions import EncodedBatch, encode
 
@@ -318,9 +318,7 @@ def run_sweep(
     if len(steers) != n:
         raise ValueError(f"{n} instructions but {len(steers)} steers")
     questions = list(questions) if questions is not None else [None] * n
-    lengths = [len(fmt.render(x, q)[0]) for x, q in zip(instructions, questions)]
-    order = sorted(range(n), key=lambda i: lengths[i])
-    out: list[dict | None] = [None] * n
+
     def one(rows):
         qs = [questions[i] for i in rows]
         batch = encode(tokenizer, fmt, [instructions[i] for i in rows], qs if any(q is not None for q in qs) else None)
@@ -334,13 +332,8 @@ def run_sweep(
                 res[-1]["token_ids"] = _until_eos(ids[j].tolist(), tokenizer.eos_token_id)
         return res
 
-    for s in range(0, n, batch_size):
-        rows = order[s : s + batch_size]
-        for i, r in zip(rows, split_on_oom(one, rows, "steering batch")):
-            out[i] = r
-        if progress is not None:
-            progress(len(rows))
-    return out  # type: ignore[return-value]
+    lengths = [len(fmt.render(x, q)[0]) for x, q in zip(instructions, questions)]
+    return run_by_length(one, lengths, batch_size, "steering batch", progress)
 
 
 def _until_eos(ids: list[int], eos) -> list[int]:

@@ -12,6 +12,24 @@ def test_by_length_groups_similar_prompts():
     assert batching.by_length([], 4) == []
 
 
+def test_run_by_length_returns_input_order_and_counts_progress(caplog):
+    seen, done = [], []
+
+    def fn(rows):
+        seen.append(list(rows))
+        if len(rows) > 1 and 0 in rows:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return [f"r{i}" for i in rows]
+
+    out = batching.run_by_length(fn, [5, 1, 3, 2, 4], 2, "test batch", progress=done.append)
+    assert out == ["r0", "r1", "r2", "r3", "r4"]
+    assert seen == [[1, 3], [2, 4], [0]]  # the batches of by_length, shortest first
+    assert done == [2, 2, 1]
+    assert batching.run_by_length(fn, [9, 1], 2, "test batch") == ["r0", "r1"]  # [1, 0] split on the OOM
+    assert "out of GPU memory on a test batch of 2 rows" in caplog.text
+    assert batching.run_by_length(fn, [], 4) == []
+
+
 def test_split_on_oom_halves_until_it_fits(caplog):
     calls = []
 
