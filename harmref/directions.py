@@ -1,7 +1,9 @@
 """Difference-in-means directions, centroids and the paper's scores (§3.2–3.4, eqs 2–5).
 
-Hidden-state tensors are [n, layers, d] at one position (layers = L+1 entries).
-Means accumulate in float64.
+Hidden-state tensors are [n, layers, d] at one position (layers = L+1 entries), or
+[n, layers, P, d] at P positions for `clustering_scores`, `layer_scores` and `belief_scores`.
+Means accumulate in float64. Every table, guard, claim and the fine-tuning attack take their
+s^l and Δ from here.
 """
 
 from __future__ import annotations
