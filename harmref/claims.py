@@ -560,7 +560,7 @@ def claim_12(ev: Evidence):
         # equivalence: |diff| ≤ tol; the interval of |diff|
         lo_abs = max(0.0, abs(diff) - Z * se)
         parts.append(Part(f"|ΔΔharmful| after {int(n)} pairs, layers {lo_l}–{hi_l}", abs(diff), lo_abs, abs(diff) + Z * se, "<=", tol))
-        measured.append(f"N = {int(n)}: Δh(mid) {g['delta_harmful'].mean():+.3f} vs {m0:+.3f}")
+        measured.append(f"N = {int(n)}: Δh(mid) {g['delta_harmful'].mean():+.3g} vs {m0:+.3g}")
     return parts, "; ".join(measured), {}
 
 

@@ -179,8 +179,8 @@ def fig7(attack, layers, model):
     rows = []
     for r in attack.sort_values("n_pairs").itertuples():
         rows.append({"model": model, "attack pairs N": int(r.n_pairs), "acceptance % (ours)": _f(100 * r.acceptance_rate, ".0f"),
-                     "n": int(r.n_prompts), f"Δharmful layers {r.middle_layers} (ours)": _f(r.delta_harmful_mid, "+.3f"),
-                     f"Δrefuse layers {r.middle_layers} (ours)": _f(r.delta_refuse_mid, "+.3f"),
+                     "n": int(r.n_prompts), f"Δharmful layers {r.middle_layers} (ours)": _f(r.delta_harmful_mid, "+.3g"),
+                     f"Δrefuse layers {r.middle_layers} (ours)": _f(r.delta_refuse_mid, "+.3g"),
                      "paper": paper.fmt(f7.get("delta_harmful_by_layer")) + " by layer, curves overlap"})
     return pd.DataFrame(rows)
 
