@@ -36,6 +36,7 @@ FINAL_TARGETS.extend(expand(rules.report_pages.output, model=ANALYSIS_MODELS))
 
 # the paper's layout with every analysed model side by side (results/paper_tables.md, rules/report.smk)
 rule report_paper_tables_all:
+    """The paper's tables with every analysed model side by side, as a page of the report's first section."""
     input:
         "results/paper_tables.md",
     output:

@@ -49,7 +49,7 @@ rule fig6:
 rule fig7:
     """Paper Fig 7: the fine-tuning attack, Δharmful by layer after N attack pairs (figures/fig7_finetune_attack, tables/finetune_attack*)."""
     input:
-        expand(rules.finetune_attack.output, model=[m for m in ANALYSIS_MODELS if m in TUNED_MODELS]),
+        expand(rules.finetune_attack.output, model=ATTACK_SOURCES),
     localrule: True
 
 

@@ -1,5 +1,6 @@
 """The whole DAG on the `.test` config (a tiny random Llama, a few prompts per set), as a user runs it."""
 
+import copy
 import re
 import shutil
 import subprocess
@@ -180,16 +181,22 @@ def test_changing_one_sample_size_reruns_only_its_dependents(workdir):
     assert "prepare_model" not in counts and "directions" not in counts, counts
 
 
+def jobs_of(dry_run_output: str, rule: str) -> list[dict[str, str]]:
+    """The wildcards of every `rule` job a dry run lists."""
+    found = re.finditer(rf"^(?:local)?rule {rule}:\n(?:\s+.*\n)*?\s+wildcards: (.*)$", dry_run_output, re.M)
+    return [dict(kv.split("=", 1) for kv in m.group(1).split(", ")) for m in found]
+
+
 def test_a_new_judge_reruns_judging_not_generation(workdir):
-    """Judging is its own rule: switching generation.judge reruns `judge` on every set of replies and what
-    reads the verdicts, never `generate`; a setting of a judge not in use, or of another rule, reruns nothing
-    (params carry only the keys each rule reads)."""
+    """Judging is its own rule: switching generation.judge reruns `judge` on every set of the model's replies
+    and what reads the verdicts, never the model's `generate`; a setting of a judge not in use, or of another
+    rule, reruns nothing (params carry only the keys each rule reads)."""
     config = yaml.safe_load((workdir / "config/config.yaml").read_text())
-    n_sets = len(list((workdir / "results/tiny/replies").rglob("*.jsonl")))
-    assert n_sets == len(list((workdir / "results/tiny/generations").rglob("*.jsonl"))) > 5
+    n_sets = len(list((workdir / "results/tiny/replies").glob("*/*.jsonl")))
+    assert n_sets == len(list((workdir / "results/tiny/generations").glob("*/*.jsonl"))) > 5
 
     def dry(**changes):
-        cfg = yaml.safe_load(yaml.safe_dump(config))
+        cfg = copy.deepcopy(config)  # key order kept: Snakemake compares dict params as written
         for block, keys in changes.items():
             cfg[block].update(keys)
         path = workdir / "config/changed.yaml"
@@ -197,9 +204,13 @@ def test_a_new_judge_reruns_judging_not_generation(workdir):
         return run(workdir, "-n", "--configfile", str(path)).stdout
 
     ollama = {"host": "http://127.0.0.1:9", "model": "judge:1b", "timeout": 5}  # a dry run contacts no server
-    counts = job_counts(dry(generation={"judge": "ollama", "ollama_judge": ollama}))
-    assert counts.get("judge") == n_sets, counts
-    assert "generate" not in counts and "extract_hidden" not in counts and "prepare_model" not in counts, counts
+    out = dry(generation={"judge": "ollama", "ollama_judge": ollama})
+    counts = job_counts(out)
+    assert len([j for j in jobs_of(out, "judge") if j["model"] == "tiny"]) == n_sets, counts
+    # the model's own replies and hidden states stay; only its attacked models (trained on pairs chosen with
+    # the new verdicts' directions) are generated again
+    assert not [j for j in jobs_of(out, "generate") + jobs_of(out, "extract_hidden") if j["model"] == "tiny"], counts
+    assert "prepare_model" not in counts and "build_dataset" not in counts, counts
     assert {"refusal_tables", "directions", "geometry", "latent_guard", "steer", "claims"} <= set(counts), counts
     assert "Nothing to be done" in dry(generation={"ollama_judge": ollama})  # substring judge in use: no rerun
     assert "Nothing to be done" in dry(runtime={"threads": 1})  # `threads:`, not a param of any rule
@@ -217,9 +228,8 @@ def test_every_rule_is_described_and_every_paper_target_builds(tmp_path):
     listed = run(tmp_path, "--list-rules").stdout
     names = re.findall(r"^(\w+)", listed, flags=re.M)
     described = set(re.findall(r"^(\w+) \(", listed, flags=re.M))
-    pending = {"attack_pairs", "finetune_attack"}  # being restructured (issue 12.1); they get theirs there
     assert {"generate", "judge", "all", "table1", "table3"} <= set(names)
-    assert set(names) - described <= pending, sorted(set(names) - described - pending)
+    assert set(names) == described, sorted(set(names) - described)
     targets = ["table1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig14", "table3"]
     out = run(tmp_path, "-n", *targets).stdout
     counts = job_counts(out)
