@@ -17,7 +17,11 @@ import torch
 
 from harmref import io
 
-VOLATILE = {"prepare_seconds", "seconds", "elapsed", "elapsed_s", "created", "timestamp"}
+# run-time measurements: they differ between any two runs (a CSV column or a JSON key of these names)
+VOLATILE = {"prepare_seconds", "seconds", "elapsed", "elapsed_s", "created", "timestamp", "script_seconds",
+            "wall_seconds", "train_seconds", "peak_rss_gb", "torch_threads"}
+# folders of run-time accounting (Snakemake benchmark files and their summary), not results
+VOLATILE_DIRS = {"benchmarks"}
 RTOL, ATOL = 1e-4, 1e-5
 
 
@@ -68,14 +72,15 @@ def compare(a: Path, b: Path) -> str | None:
                 if not (_close(x, y) or (pd.isna(x) and pd.isna(y))):
                     return f"row {i}, column {col!r}: {x!r} vs {y!r}"
         return None
-    if suffix in (".png", ".md", ".pdf", ".svg"):  # renderings of the checked tables and tensors
+    if suffix in (".png", ".md", ".pdf", ".svg", ".html"):  # renderings of the checked tables and tensors
         return None if b.stat().st_size > 0 else "empty"
     return None if a.read_bytes() == b.read_bytes() else "bytes differ"
 
 
 def main(local: str, other: str) -> int:
     local_dir, other_dir = Path(local), Path(other)
-    files = sorted(p.relative_to(local_dir) for p in local_dir.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(local_dir) for p in local_dir.rglob("*")
+                   if p.is_file() and p.relative_to(local_dir).parts[0] not in VOLATILE_DIRS)
     if not files:
         print(f"no files under {local_dir}")
         return 1
