@@ -205,7 +205,7 @@ def test_retrained_organism_discards_a_stale_generation_checkpoint(tmp_path, mon
         prompts = [r["prompt"] for r in datasets.load_prompts(wd / data, normalise_endings=True)]
         calls = []
 
-        def first_batch_then_killed(model, tokenizer, batch, max_new_tokens, hooks_cm=None):
+        def first_batch_then_killed(model, tokenizer, batch, max_new_tokens, hooks_cm=None, **kw):
             if calls:
                 raise SimulatedKill()
             calls.append(1)
