@@ -58,7 +58,7 @@ def parse_llama_guard(reply: str) -> tuple[str, list[str]]:
     return "invalid", []
 
 
-class LlamaGuard:
+class LlamaGuard(ollama.Served):
     """Llama Guard 3 through an Ollama server; `__call__(prompts)` → rows {unsafe, verdict, categories, reply}.
 
     `unsafe` is True / False, or None where the reply is `invalid` (`parse_llama_guard`).
@@ -68,16 +68,12 @@ class LlamaGuard:
     OFF_SWITCH = "set guard.llama_guard.enabled: false"
 
     def __init__(self, host: str = ollama.DEFAULT_HOST, model: str = "llama-guard3:8b", timeout: float = 120.0):
-        self.host, self.model, self.timeout = host, model, timeout
-
-    def check(self) -> None:
-        """Fail early, naming the host, when no server answers or it lacks the model."""
-        ollama.check(self.host, self.model, self.timeout, off_switch=self.OFF_SWITCH)
+        super().__init__(host, model, timeout)
 
     def __call__(self, prompts: list[str], progress=None) -> list[dict]:
         out = []
         for p in prompts:
-            reply = ollama.generate(self.host, self.model, p, self.timeout)  # the raw prompt, as the paper
+            reply = self.generate(p)  # the raw prompt, as the paper
             verdict, categories = parse_llama_guard(reply)
             out.append({"unsafe": None if verdict == "invalid" else verdict == "unsafe", "verdict": verdict,
                         "categories": categories, "reply": reply.strip()})

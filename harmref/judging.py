@@ -65,7 +65,7 @@ def parse_refusal_verdict(reply: str) -> bool | None:
     return None if m is None else m.group(1) == "1"
 
 
-class OllamaJudge:
+class OllamaJudge(ollama.Served):
     """Refusal judged by an LLM served by Ollama (the paper's GPT-4o refusal prompt).
 
     `__call__` gives True / False per response, or None where the reply is not a verdict
@@ -80,17 +80,13 @@ class OllamaJudge:
     OFF_SWITCH = "set generation.judge: substring"
 
     def __init__(self, host: str = ollama.DEFAULT_HOST, model: str = "llama3.1:8b", timeout: float = 60.0):
-        self.host, self.model, self.timeout = host, model, timeout
-
-    def check(self) -> None:
-        """Fail early (before any generation), naming the host, when the server or the model is missing."""
-        ollama.check(self.host, self.model, self.timeout, off_switch=self.OFF_SWITCH)
+        super().__init__(host, model, timeout)
 
     def rows(self, prompts, responses) -> list[dict]:
         """[{refused: True | False | None, judge_reply}] per (prompt, response)."""
         out = []
         for p, r in zip(prompts, responses):
-            reply = ollama.generate(self.host, self.model, self.PROMPT.format(prompt=p, response=r), self.timeout)
+            reply = self.generate(self.PROMPT.format(prompt=p, response=r))
             out.append({"refused": parse_refusal_verdict(reply), "judge_reply": reply})
         return out
 

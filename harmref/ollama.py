@@ -130,3 +130,21 @@ def generate(host: str, model: str, prompt: str, timeout: float = 60.0, options:
             f"field 'response': {str(obj)[:200]!r}"
         )
     return reply
+
+
+class Served:
+    """A model on an Ollama server (`host`, `model`, `timeout`): what the LLM refusal judge and Llama Guard
+    share. `OFF_SWITCH` names the config change that turns their user off, in every error."""
+
+    OFF_SWITCH = ""
+
+    def __init__(self, host: str, model: str, timeout: float):
+        self.host, self.model, self.timeout = host, model, timeout
+
+    def check(self) -> None:
+        """Fail early (before any work), naming the host, when no server answers or it lacks the model."""
+        check(self.host, self.model, self.timeout, off_switch=self.OFF_SWITCH)
+
+    def generate(self, prompt: str) -> str:
+        """The model's reply to the raw `prompt` (temperature 0)."""
+        return generate(self.host, self.model, prompt, self.timeout)
