@@ -60,11 +60,17 @@ def _processors(model, tokenizer, max_new_tokens, input_ids):
     them is not row-wise (then only model.generate reproduces it)."""
     import copy
 
-    gc = copy.deepcopy(model.generation_config)
+    from transformers import GenerationConfig
+
+    gc = copy.deepcopy(getattr(model, "generation_config", None) or GenerationConfig())
     gc.update(**_hf_kwargs(tokenizer, max_new_tokens))
     gc.max_length = input_ids.shape[1] + max_new_tokens
-    procs = model._get_logits_processor(generation_config=gc, input_ids_seq_length=input_ids.shape[1],
-                                        encoder_input_ids=input_ids, device=input_ids.device, model_kwargs={})
+    try:  # HF's own list, so the loop applies what generate would (a private method: a changed one falls back)
+        procs = model._get_logits_processor(generation_config=gc, input_ids_seq_length=input_ids.shape[1],
+                                            encoder_input_ids=input_ids, device=input_ids.device, model_kwargs={})
+    except (AttributeError, TypeError) as e:
+        log.warning("cannot build HF's logits processors (%s): using model.generate", e)
+        return None
     if any(type(p).__name__ not in _ROWWISE_PROCESSORS for p in procs):
         return None
     return procs
@@ -111,12 +117,12 @@ def greedy_ids(model, tokenizer, batch, max_new_tokens: int, method: str | None 
     procs = _processors(model, tokenizer, max_new_tokens, ids) if method == "loop" else None
     if method == "hf" or procs is None or max_new_tokens < 1:
         if method == "loop" and max_new_tokens >= 1:
-            log.info("generation config of %s has a logits processor that is not row-wise: using model.generate",
-                     type(model).__name__)
+            log.info("the generation config of %s needs a logits processor the loop does not apply row by row: "
+                     "using model.generate", type(model).__name__)
         out = model.generate(input_ids=ids, attention_mask=mask, **_hf_kwargs(tokenizer, max_new_tokens))
         return out[:, width:]
-    pad = tokenizer.pad_token_id
     stop = torch.tensor(stop_ids(tokenizer), dtype=torch.long, device=device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (int(stop[0]) if len(stop) else 0)  # as HF
     out = torch.full((n, max_new_tokens), pad, dtype=torch.long, device=device)
     live = torch.arange(n, device=device)  # the batch row of each live row
     seq = ids  # what HF's processors see: the padded prompt and the reply so far
