@@ -25,9 +25,15 @@ VOLATILE_DIRS = {"benchmarks"}
 RTOL, ATOL = 1e-4, 1e-5
 
 
+def volatile(key) -> bool:
+    """A run-time measurement: a listed name, any `*_seconds`, any peak RSS."""
+    key = str(key)
+    return key in VOLATILE or key.endswith("_seconds") or "peak_rss" in key
+
+
 def _strip(obj):
     if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in VOLATILE}
+        return {k: _strip(v) for k, v in obj.items() if not volatile(k)}
     if isinstance(obj, list):
         return [_strip(v) for v in obj]
     return obj
@@ -64,7 +70,7 @@ def compare(a: Path, b: Path) -> str | None:
         return None if _strip(io.read_json(a)) == _strip(io.read_json(b)) else "JSON differs"
     if suffix == ".csv":
         da, db = pd.read_csv(a), pd.read_csv(b)
-        da, db = (d.drop(columns=[c for c in d.columns if c in VOLATILE]) for d in (da, db))
+        da, db = (d.drop(columns=[c for c in d.columns if volatile(c)]) for d in (da, db))
         if list(da.columns) != list(db.columns) or da.shape != db.shape:
             return f"table shape/columns {da.shape} vs {db.shape}"
         for col in da.columns:

@@ -20,5 +20,6 @@ WANTED = os.environ.get("CI") == "true" or os.environ.get("HARMREF_SLURM_TEST") 
 def test_test_workflow_through_real_slurm_matches_local_run():
     p = subprocess.run(["bash", str(ROOT / ".ci/slurm_test.sh")], cwd=ROOT, capture_output=True, text=True, timeout=2400)
     print(p.stdout[-6000:])
-    assert p.returncode == 0, f"slurm_test.sh failed:\n{p.stdout[-6000:]}\n{p.stderr[-3000:]}"
+    why = "\n".join(line for line in p.stdout.splitlines() if "FAIL" in line or line.startswith("DIFF"))
+    assert p.returncode == 0, f"slurm_test.sh failed:\n{why}\n{p.stdout[-6000:]}\n{p.stderr[-3000:]}"
     assert "SLURM jobs submitted:" in p.stdout and "PASS: local" in p.stdout
