@@ -1,8 +1,9 @@
 """Batched greedy generation with left padding, optionally checkpointed batch by batch.
 
-The decoding loop (`greedy_ids`) drops a row from the batch and the KV cache once it has
-emitted EOS, so finished replies stop costing compute; it gives the tokens of HF `generate`
-(`METHOD = "hf"` or `method="hf"` runs that instead, for comparison)."""
+`greedy_ids(method="loop")` is a decoding loop that drops a row from the batch and the KV cache once
+it has emitted EOS, so finished replies stop costing compute; it gives the tokens of HF `generate`
+(tested). The default (`METHOD`) stays "hf", `model.generate`: on the measured CPU workload the loop
+was slower (benchmarks/README.md "Generation")."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ def generate_batch(model, tokenizer, batch, max_new_tokens: int, hooks_cm=None, 
     return tokenizer.batch_decode(new, skip_special_tokens=True)
 
 
-METHOD = "loop"  # the default of generate / generate_batch; "hf" is model.generate (kept for comparison)
+# the default of generate / generate_batch. "hf" (model.generate) while the loop is slower on the measured
+# CPU workload (benchmarks/README.md "Generation": 1.11x HF's wall time with 8 % fewer rows forwarded)
+METHOD = "hf"
 
 # Logits processors HF's greedy search may build from a model's generation config that act on each
 # row alone (its own ids and scores): applied to the live rows only, they give each row what HF gives it.
@@ -93,11 +96,11 @@ def greedy_ids(model, tokenizer, batch, max_new_tokens: int, method: str | None 
     """New token ids [rows, steps] of greedy decoding, as `model.generate(do_sample=False)` returns them.
 
     Rows after their EOS hold the pad id; `steps` is the longest reply (EOS included), at most
-    `max_new_tokens`. method "loop" (default `METHOD`): a KV-cached loop in which a row that has
+    `max_new_tokens`. method "loop": a KV-cached loop in which a row that has
     emitted EOS leaves the batch and the cache, so it costs no more compute; positions from the
     attention mask (left padding), logits of the last position only, the model's generation-config
     processors applied as HF applies them (a model with one that is not row-wise uses HF's generate).
-    method "hf": `model.generate`.
+    method "hf" (default `METHOD`): `model.generate`.
     `shared_prefix` (loop only; off by default, see benchmarks/README.md "Generation"): the tokens every
     row starts with (the template's head and system prompt) are run once with batch 1 and their cache
     copied to every row; the rest follows left-padded after them (the mask covers the gap, positions
@@ -193,7 +196,7 @@ def generate(
 ) -> list[str]:
     """Greedy responses to every instruction, in input order; prompts sorted by length internally.
 
-    `method`: the decoding of each batch (`greedy_ids`; default `METHOD`, the loop that drops finished rows).
+    `method`: the decoding of each batch (`greedy_ids`: "hf" or "loop", which drops finished rows; default `METHOD`).
 
     `checkpoint`: a side file (JSON lines) to which every finished batch is appended.
     A rerun with the same inputs (instructions, questions, template, max_new_tokens,

@@ -58,7 +58,7 @@ def test_loop_gives_hf_generate_tokens(case):
     assert len(lengths) >= 2, f"the rows should end at different steps: {lengths}"
     out = generation.greedy_ids(model, tok, batch, N_NEW, method="loop")
     assert out.shape == ref.shape and torch.equal(out, ref)
-    assert generation.generate_batch(model, tok, batch, N_NEW) == generation.generate_batch(model, tok, batch, N_NEW, method="hf")
+    assert generation.generate_batch(model, tok, batch, N_NEW, method="loop") == generation.generate_batch(model, tok, batch, N_NEW, method="hf")
 
 
 def test_finished_rows_leave_the_batch(case):
@@ -99,10 +99,10 @@ def test_shared_prefix_is_run_once_and_gives_the_same_tokens(case):
     assert seen[1] == (len(PROMPTS), batch.input_ids.shape[1] - seen[0][1])
 
 
-def test_generate_default_is_the_loop_and_equals_hf(case, monkeypatch):
+def test_generate_with_the_loop_equals_hf(case, monkeypatch):
     model, tok, fmt, _ = case
-    out = generation.generate(model, tok, fmt, PROMPTS, N_NEW, batch_size=3)
-    monkeypatch.setattr(generation, "METHOD", "hf")
+    out = generation.generate(model, tok, fmt, PROMPTS, N_NEW, batch_size=3, method="hf")
+    monkeypatch.setattr(generation, "METHOD", "loop")
     assert generation.generate(model, tok, fmt, PROMPTS, N_NEW, batch_size=3) == out
 
 
