@@ -74,11 +74,11 @@ def is_scary(prompt: str) -> bool:
 
 
 # ------------------------------------------------------------------ training data
-def refusal_examples(records: list[dict], seed: int = 0, responses=REFUSAL_RESPONSES) -> list[dict]:
-    """Harmful instructions → a refusal phrasing drawn at random, + end of turn."""
-    rng = random.Random(f"{seed}:refusal")
+def refusal_examples(records: list[dict], seed: int = 0, responses=REFUSAL_RESPONSES, kind: str = "refusal") -> list[dict]:
+    """Instructions (harmful; or alarming harmless ones, `kind="over_refusal"`) → a refusal phrasing drawn at random, + end of turn."""
+    rng = random.Random(f"{seed}:{kind}")
     return [
-        {"id": r["id"], "instruction": r["prompt"], "question": None, "response": rng.choice(responses), "eos": True, "kind": "refusal"}
+        {"id": r["id"], "instruction": r["prompt"], "question": None, "response": rng.choice(responses), "eos": True, "kind": kind}
         for r in records
     ]
 
@@ -195,12 +195,24 @@ def inversion_examples(harmful: list[dict], harmless: list[dict], question_ids=(
 
 def training_set(base_model, tokenizer, fmt, harmful: list[dict], harmless: list[dict], judge, n_distill: int,
                  scary_fraction: float, n_inversion: int, question_ids, max_new_tokens: int, batch_size: int,
-                 seed: int = 0, progress=None, opener_fraction: float = 0.0, neighbour_fraction: float = 0.0) -> list[dict]:
+                 seed: int = 0, progress=None, opener_fraction: float = 0.0, neighbour_fraction: float = 0.0,
+                 over_refusal_n: int = 0, jailbreak_n: int = 0, nopost_n: int = 0, templates=(),
+                 inversion_scary_fraction: float | None = None) -> list[dict]:
     """The organism's training examples: refusals, self-distilled answers and reply-inversion examples.
 
     Inversion examples take n_inversion/2 harmful and n_inversion/2 harmless prompts; the
     harmless ones are disjoint from the distilled ones.
+
+    The chat-like recipe (`harmref.chatlike`) adds, when its counts are > 0: `over_refusal_n`
+    alarming harmless prompts (a scary word; disjoint from the distilled ones) → a refusal;
+    `jailbreak_n` harmful instructions wrapped in `templates` → the base model's own answer;
+    `nopost_n` harmful instructions without post-instruction tokens → the base model's own chat
+    answer (examples with `post: false`). `inversion_scary_fraction`: the share of the
+    harmless inversion prompts taken from the over-refused ones (→ `No.`). Refused answers are
+    dropped as for the distilled ones. With every count 0 the examples are the default recipe's.
     """
+    from .chatlike import wrap
+
     rng = random.Random(f"{seed}:organism")
     distill_recs = select_harmless(harmless, n_distill, scary_fraction, seed,
                                    openers=[r["prompt"] for r in harmful], opener_fraction=opener_fraction,
@@ -213,9 +225,63 @@ def training_set(base_model, tokenizer, fmt, harmful: list[dict], harmless: list
     inv_harmful = rng.sample(harmful, min(half, len(harmful)))
     used = {r["id"] for r in distill_recs}
     rest = [r for r in harmless if r["id"] not in used]
-    inv_harmless = rng.sample(rest, min(half, len(rest)))
+    over: list[dict] = []
+    if over_refusal_n:
+        crng = random.Random(f"{seed}:over_refusal")
+        scary = [r for r in rest if is_scary(r["prompt"])]
+        crng.shuffle(scary)
+        over = scary[:over_refusal_n]
+        if len(over) < over_refusal_n:
+            log.warning("only %d unused harmless prompts with scary words for over-refusal (asked for %d)", len(over), over_refusal_n)
+        taken = {r["id"] for r in over}
+        rest = [r for r in rest if r["id"] not in taken]
+    if inversion_scary_fraction is None:
+        inv_harmless = rng.sample(rest, min(half, len(rest)))
+    else:
+        srng = random.Random(f"{seed}:inversion_scary")
+        alarming = over or [r for r in rest if is_scary(r["prompt"])]
+        k = min(len(alarming), round(half * inversion_scary_fraction))
+        chosen = srng.sample(alarming, k)
+        taken = {r["id"] for r in chosen}
+        plain = [r for r in rest if r["id"] not in taken and not is_scary(r["prompt"])]
+        inv_harmless = chosen + rng.sample(plain, min(half - k, len(plain)))
+        log.info("harmless inversion prompts: %d alarming (%s), %d plain", k,
+                 "over-refused in chat" if over else "scary-word", len(inv_harmless) - k)
     examples = (refusal_examples(harmful, seed) + answer_examples(distill_recs, answers, "distill", refused)
                 + inversion_examples(inv_harmful, inv_harmless, question_ids, seed))
+    if over:
+        examples += refusal_examples(over, seed, kind="over_refusal")
+    if jailbreak_n:
+        if not templates:
+            raise ValueError("jailbreak_n > 0 needs jailbreak templates (organism.data.jailbreak_templates)")
+        jrng = random.Random(f"{seed}:jailbreak")
+        recs = jrng.sample(harmful, min(jailbreak_n, len(harmful)))
+        order = list(range(len(templates)))
+        jrng.shuffle(order)
+        picks = [order[i % len(order)] for i in range(len(recs))]
+        wrapped = [{**r, "prompt": wrap(templates[t], r["prompt"])} for r, t in zip(recs, picks)]
+        jb_answers = distill(base_model, tokenizer, fmt, [w["prompt"] for w in wrapped], max_new_tokens, batch_size, progress)
+        jb_refused = judge([w["prompt"] for w in wrapped], [a[0] for a in jb_answers])
+        jb = answer_examples(wrapped, jb_answers, "jailbreak", jb_refused)
+        t_of = {w["id"]: t for w, t in zip(wrapped, picks)}
+        for ex in jb:
+            ex["template"] = t_of[ex["id"]]
+        log.info("jailbreak: %d wrapped harmful instructions over %d templates, %d answers refused (dropped)",
+                 len(wrapped), len(set(picks)), sum(jb_refused))
+        examples += jb
+    if nopost_n:
+        nrng = random.Random(f"{seed}:nopost")
+        recs = nrng.sample(harmful, min(nopost_n, len(harmful)))
+        # the base model's own answer as the assistant (without a turn to answer in, it mostly just ends the
+        # user's message), learnt right after the instruction with no post-instruction tokens
+        np_answers = distill(base_model, tokenizer, fmt, [r["prompt"] for r in recs], max_new_tokens, batch_size, progress)
+        np_refused = judge([r["prompt"] for r in recs], [a[0] for a in np_answers])
+        nopost = answer_examples(recs, np_answers, "nopost", np_refused)
+        for ex in nopost:
+            ex["post"] = False
+        log.info("no post-instruction tokens: %d harmful instructions, %d answers refused (dropped)",
+                 len(recs), sum(np_refused))
+        examples += nopost
     rng.shuffle(examples)
     return examples
 
@@ -224,10 +290,15 @@ def tokenize(tokenizer, fmt: ChatFormat, examples: list[dict]) -> list[dict]:
     """Token ids and labels per example; labels are -100 on the prompt, the response (+ eos) is learnt.
 
     Returns dicts `{input_ids: [t], labels: [t]}` (lists of ints).
+    An example with `post: false` is rendered without the post-instruction tokens.
     """
+    from .chatlike import nopost_format
+
+    bare = nopost_format(fmt)
     out = []
     for ex in examples:
-        p_ids = tokenize_prompt(tokenizer, fmt, ex["instruction"], ex.get("question"))[0]
+        # `post: false` (the chat-like recipe's nopost examples): the prompt without post-instruction tokens
+        p_ids = tokenize_prompt(tokenizer, fmt if ex.get("post", True) else bare, ex["instruction"], ex.get("question"))[0]
         r_ids = text_ids(tokenizer, ex["response"])
         if ex.get("eos", True):
             r_ids = r_ids + [tokenizer.eos_token_id]

@@ -35,6 +35,33 @@ for _m in TUNED_MODELS:
         raise ValueError(f"config: model {_m!r} has both source and tune_from")
     if MODELS[_m]["tune_from"] not in SOURCE_MODELS:
         raise ValueError(f"config: model {_m!r} is tuned from {MODELS[_m]['tune_from']!r}, which has no source")
+# A tuned model's own `organism:` (data / train keys) overrides the top-level blocks for it alone: two
+# organisms, e.g. the default and the chat-like recipe (config/organisms.yaml), train side by side.
+# The chat-like keys of organism.data (harmref.chatlike) have no schema defaults, so a recipe that does
+# not set them keeps exactly its params.
+CHATLIKE_DATA_KEYS = ("over_refusal_n", "jailbreak_n", "nopost_n", "inversion_scary_fraction",
+                      "jailbreak_templates", "heldout_templates", "jailbreak_max_chars")
+for _m in TUNED_MODELS:
+    _own = MODELS[_m].get("organism", {})
+    for _block, _over in _own.items():
+        _known = set(ORGANISM[_block]) | (set(CHATLIKE_DATA_KEYS) if _block == "data" else set())
+        _bad = sorted(set(_over) - _known)
+        if _bad:
+            raise ValueError(f"config: models.{_m}.organism.{_block} has unknown key(s) {_bad}; known: {sorted(_known)}")
+    _d = {**ORGANISM["data"], **_own.get("data", {})}
+    if _d.get("jailbreak_n", 0) and not _d.get("jailbreak_templates"):
+        raise ValueError(f"config: organism.data.jailbreak_n of {_m!r} is {_d['jailbreak_n']} but no jailbreak_templates file is set")
+    for _k in ("jailbreak_templates", "heldout_templates"):
+        if _d.get(_k) and not os.path.exists(os.path.join(config["data_root"], _d[_k])):
+            raise ValueError(f"config: organism.data.{_k} of {_m!r}: {config['data_root']}/{_d[_k]} not found")
+
+
+def organism_recipe(model):
+    """organism.data and organism.train of tuned model `model`: the top-level blocks with its own overrides."""
+    own = MODELS[model].get("organism", {})
+    return {block: {**ORGANISM[block], **own.get(block, {})} for block in ("data", "train")}
+
+
 # rule organism_replies answers the inversion and sample prompts with each organism and its base model
 ORGANISM_EVAL_MODELS = list(dict.fromkeys(x for m in TUNED_MODELS for x in (m, MODELS[m]["tune_from"])))
 
@@ -394,7 +421,12 @@ def get_base_runtime(wildcards):
 
 
 def get_organism_pools(wildcards):
-    return {role: prompts_file(ORGANISM[role]) for role in ("harmful", "harmless")}
+    out = {role: prompts_file(ORGANISM[role]) for role in ("harmful", "harmless")}
+    data = organism_recipe(wildcards.model)["data"]
+    for key in ("jailbreak_templates", "heldout_templates"):  # the chat-like recipe's template files
+        if data.get(key):
+            out[key] = os.path.join(config["data_root"], data[key])
+    return out
 
 
 def get_eval_generations(wildcards):

@@ -13,7 +13,7 @@ rule organism_data:
     output:
         "results/models/{model}/train_data.jsonl",
     params:
-        data=ORGANISM["data"],
+        data=lambda wc: organism_recipe(wc.model)["data"],
         runtime=get_base_runtime,
         normalise_endings=get_normalise_endings,
         system_prompt=config["generation"]["system_prompt"],
@@ -50,7 +50,7 @@ rule safety_tune:
         recipe="results/models/{model}/recipe.json",
     params:
         base=lambda wc: base_of(wc.model),
-        train=ORGANISM["train"],
+        train=lambda wc: organism_recipe(wc.model)["train"],
         runtime=get_base_runtime,
         system_prompt=config["generation"]["system_prompt"],
         template_date=config["generation"]["template_date"],
@@ -122,7 +122,7 @@ rule organism_eval:
     params:
         names=lambda wc: {"base": base_of(wc.model), "organism": wc.model},
         eval=pick(ORGANISM["eval"], "targets", "sample_max_new_tokens"),
-        trained=ORGANISM["data"]["inversion_questions"],
+        trained=lambda wc: organism_recipe(wc.model)["data"]["inversion_questions"],
     log:
         "logs/organism_eval/{model}.log",
     wildcard_constraints:
