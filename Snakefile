@@ -32,6 +32,8 @@ include: "rules/steering.smk"
 include: "rules/belief.smk"
 # the claims, the paper's tables beside ours, the results index (after every analysis rule file)
 include: "rules/report.smk"
+# every analysed tuned organism side by side (results/organisms.{csv,md}; after report.smk: it reads the claims)
+include: "rules/compare.smk"
 # last: it renders every table the rules above list in FINAL_TARGETS
 include: "rules/report_html.smk"
 # named targets, one per paper table and figure (`snakemake table1`, `snakemake fig2`, …)

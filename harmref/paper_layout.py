@@ -274,6 +274,7 @@ INDEX = [
     (r"table3_guards|guard/predictions|guard_auroc", "§5.1, Table 3", "guard accuracy / AUROC / per-prompt predictions"),
     (r"fig6", "§5.1, Fig 6", "jailbroken prompts in the Δharmful–Δrefuse plane"),
     (r"finetune_attack|fig7", "§5.2, Fig 7", "the fine-tuning attack: acceptance and Δ scores by number of pairs"),
+    (r"^organisms\.(csv|md)$", "model organisms (beyond the paper)", "every analysed tuned organism side by side (docs/organism_compare.md)"),
     (r"organism|inversion_accuracy", "model organism (beyond the paper)", "the safety-tuned organism against its base model"),
     (r"^text_guards/", "§5.1, Table 3", "text-only guard scores"),
     (r"/(generations|replies)/$", "§4 evaluation", "greedy replies per template and prompt set, judged refused / accepted"),
