@@ -488,7 +488,8 @@ def belief_figure(table, rows, model: str, threshold: float = 0.0):
     fig, axes = plt.subplots(len(questions), 3, figsize=(17, 4.6 * len(questions)), squeeze=False)
     for r, q in enumerate(questions):
         tq = t[t["question"] == q].set_index("group")
-        labels = [f"{g}\n(n={int(tq.loc[g, 'n']) if g in tq.index else 0})" for g in groups]
+        # "refused · judged harmless" on two lines: four groups side by side fit a third of the figure
+        labels = [f"{g.replace(' · ', chr(10))}\n(n={int(tq.loc[g, 'n']) if g in tq.index else 0})" for g in groups]
         for c, (name, title) in enumerate((("dh", "Δharmful (t_inst) sign"), ("dr", "Δrefuse (t_post-inst) sign"))):
             ax = axes[r, c]
             for k, (what, color) in enumerate((("belief", "tab:purple"), ("behaviour", "tab:gray"))):
