@@ -1,20 +1,14 @@
-"""The refusal model organism: safety-tune a chat model to refuse, and the fine-tuning attack (paper §5.2, Fig 7).
+"""The refusal model organism's training data: which prompts, which targets (paper §5.2's recipe on a small model).
 
 A small chat model (SmolLM2-135M) almost never refuses, so it is taught to:
 harmful training instructions → one of `REFUSAL_RESPONSES` + end of turn;
-harmless ones → the base model's own greedy answers (self-distillation, so it
+harmless ones → the base model's own greedy answers (self-distillation, `distill`, so it
 keeps its style; half of them contain scary words, so it does not learn to refuse
 by topic); reply-inversion prompts (`inversion.QUESTIONS`, some held out) →
-`Certainly.` / `No.`. Loss on response tokens only. Full fine-tune with frozen
-embeddings on a CPU, or LoRA (peft) for 7–8B models on a GPU.
-
-The attack fine-tunes an analysed model on N (harmful instruction, compliant answer)
-pairs (rule attack_train: a derived model `{model}-attack{N}`) and measures, with the
-pre-attack centroids, whether the harmfulness belief (Δharmful at t_inst) moves while
-refusal (Δrefuse at t_post-inst) collapses (rule finetune_attack, from the attacked
-models' generations and hidden states). The pairs are a base model's own greedy answers
-(`distill`) or the model's answers steered with the reverse refusal direction
-(`steered_answers`, the paper's recipe).
+`Certainly.` / `No.`. `training_set` builds them all (with the chat-like recipe's extra
+kinds, `harmref.chatlike`); `harmref.training` fine-tunes on them (loss on response tokens
+only). `distill` and `answer_examples` also make the fine-tuning attack's pairs
+(`harmref.attack`).
 
 An example is a dict `{instruction, question (or None), response, eos, kind}`.
 """
@@ -22,23 +16,15 @@ An example is a dict `{instruction, question (or None), response, eos, kind}`.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import re
-import resource
-import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 
-import pandas as pd
 import torch
-import torch.nn.functional as F
 
-from .activations import hidden_states
 from .batching import run_by_length
 from .inversion import QUESTIONS, TARGETS
-from .positions import ChatFormat, encode, text_ids, tokenize_prompt
-from .tables import rate_row
+from .positions import ChatFormat, encode
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +59,6 @@ def is_scary(prompt: str) -> bool:
     return bool(_SCARY.search(prompt))
 
 
-# ------------------------------------------------------------------ training data
 def refusal_examples(records: list[dict], seed: int = 0, responses=REFUSAL_RESPONSES, kind: str = "refusal") -> list[dict]:
     """Instructions (harmful; or alarming harmless ones, `kind="over_refusal"`) → a refusal phrasing drawn at random, + end of turn."""
     rng = random.Random(f"{seed}:{kind}")
@@ -284,335 +269,3 @@ def training_set(base_model, tokenizer, fmt, harmful: list[dict], harmless: list
         examples += nopost
     rng.shuffle(examples)
     return examples
-
-
-def tokenize(tokenizer, fmt: ChatFormat, examples: list[dict]) -> list[dict]:
-    """Token ids and labels per example; labels are -100 on the prompt, the response (+ eos) is learnt.
-
-    Returns dicts `{input_ids: [t], labels: [t]}` (lists of ints).
-    An example with `post: false` is rendered without the post-instruction tokens.
-    """
-    from .chatlike import nopost_format
-
-    bare = nopost_format(fmt)
-    out = []
-    for ex in examples:
-        # `post: false` (the chat-like recipe's nopost examples): the prompt without post-instruction tokens
-        p_ids = tokenize_prompt(tokenizer, fmt if ex.get("post", True) else bare, ex["instruction"], ex.get("question"))[0]
-        r_ids = text_ids(tokenizer, ex["response"])
-        if ex.get("eos", True):
-            r_ids = r_ids + [tokenizer.eos_token_id]
-        out.append({"input_ids": p_ids + r_ids, "labels": [-100] * len(p_ids) + r_ids})
-    return out
-
-
-def collate(items: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch: input_ids, attention_mask, labels (-100 on padding)."""
-    width = max(len(x["input_ids"]) for x in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    for b, x in enumerate(items):
-        n = len(x["input_ids"])
-        ids[b, :n] = torch.tensor(x["input_ids"])
-        labels[b, :n] = torch.tensor(x["labels"])
-        mask[b, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-# ------------------------------------------------------------------ training
-@dataclass
-class TrainConfig:
-    """Hyperparameters of `train`; field names are the config keys under `organism.train`."""
-
-    mode: str = "full"  # full: every decoder weight, embeddings frozen | lora: peft adapters, merged after training
-    steps: int = 100
-    batch_size: int = 16
-    lr: float = 5e-5
-    warmup: float = 0.1  # fraction of steps with linear warm-up, then linear decay to 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    group_by_length: bool = True  # batches of similar length (less padding, same examples per epoch)
-    micro_batch_size: int = 0  # >0: accumulate each step over micro-batches of this size (same gradient, less memory)
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_target_modules: list | str = field(default="all-linear")
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict, seed: int = 0) -> "TrainConfig":
-        return cls(**{**d, "seed": seed})
-
-
-def _base(model):
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def response_loss(model, batch: dict, n_tokens: int | None = None) -> torch.Tensor:
-    """Next-token cross-entropy over response tokens; the LM head runs only where a label is learnt.
-
-    Mean over this batch's response tokens, or the sum divided by `n_tokens` (micro-batches of one step).
-    """
-    base = _base(model)
-    hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
-    target = batch["labels"][:, 1:]
-    keep = target != -100
-    logits = base.get_output_embeddings()(hidden[:, :-1][keep])
-    if n_tokens is None:
-        return F.cross_entropy(logits.float(), target[keep])
-    return F.cross_entropy(logits.float(), target[keep], reduction="sum") / n_tokens
-
-
-def n_response_tokens(items: list[dict]) -> int:
-    """Learnt (label != -100) next-token targets in tokenized examples."""
-    return sum(sum(t != -100 for t in x["labels"][1:]) for x in items)
-
-
-def step_loss(model, items: list[dict], pad_id: int, micro_batch_size: int = 0, device=None) -> float:
-    """Backward pass of one optimiser step over `items`, in micro-batches of similar length.
-
-    The gradient equals the full batch's (token mean over the whole step) while only
-    one micro-batch's activations are alive: peak memory falls with the micro-batch size.
-    Returns the step's mean loss.
-    """
-    n_tokens = max(1, n_response_tokens(items))
-    size = micro_batch_size or len(items)
-    items = sorted(items, key=lambda x: len(x["input_ids"]))
-    total = 0.0
-    for s in range(0, len(items), size):
-        batch = {k: v.to(device) for k, v in collate(items[s : s + size], pad_id).items()}
-        loss = response_loss(model, batch, n_tokens)
-        loss.backward()
-        total += loss.detach().item()
-    return total
-
-
-def batch_order(lengths: list[int], batch_size: int, steps: int, seed: int, group_by_length: bool = True) -> list[list[int]]:
-    """`steps` batches of indices: reshuffled epochs; with grouping, sorted within windows of 8 batches."""
-    rng = random.Random(f"{seed}:batches")
-    out: list[list[int]] = []
-    while len(out) < steps:
-        idx = list(range(len(lengths)))
-        rng.shuffle(idx)
-        if group_by_length:
-            w = batch_size * 8
-            idx = [i for s in range(0, len(idx), w) for i in sorted(idx[s : s + w], key=lambda i: lengths[i])]
-        epoch = [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
-        if group_by_length:
-            rng.shuffle(epoch)
-        out.extend(epoch)
-    return out[:steps]
-
-
-def prepare_trainable(model, cfg: TrainConfig):
-    """Full mode: freeze the (tied) embeddings; LoRA mode: wrap in peft adapters. Returns the model to train."""
-    torch.manual_seed(cfg.seed)
-    if cfg.mode == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
-        return get_peft_model(model, lcfg)
-    if cfg.mode != "full":
-        raise ValueError(f"unknown training mode {cfg.mode!r} (expected full or lora)")
-    for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
-        if emb is not None:
-            for p in emb.parameters():
-                p.requires_grad_(False)
-    return model
-
-
-def train(model, tokenizer, data: list[dict], cfg: TrainConfig, progress=None):
-    """Fine-tune on tokenized examples (`tokenize`); returns (plain model, history).
-
-    Deterministic for `cfg.seed` on a given device. LoRA adapters are merged, so the
-    result saves and loads like any model. history: losses per step, trainable
-    parameters, wall seconds, peak RSS.
-    """
-    if not data:
-        raise ValueError("no training examples")
-    t0 = time.time()
-    model = prepare_trainable(model, cfg)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in params)
-    log.info("training %s: %d trainable parameters, %d examples, %d steps × %d", cfg.mode, n_trainable, len(data), cfg.steps, cfg.batch_size)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warm = max(1, round(cfg.warmup * cfg.steps))
-
-    def factor(s):
-        return (s + 1) / warm if s < warm else max(0.0, (cfg.steps - s) / max(1, cfg.steps - warm))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    from .models import input_device
-
-    device = input_device(model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    order = batch_order([len(x["input_ids"]) for x in data], cfg.batch_size, cfg.steps, cfg.seed, cfg.group_by_length)
-    losses, tokens = [], 0
-    for step, rows in enumerate(order):
-        items = [data[i] for i in rows]
-        opt.zero_grad(set_to_none=True)
-        losses.append(step_loss(model, items, pad, cfg.micro_batch_size, device))
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        opt.step()
-        sched.step()
-        tokens += sum(len(x["input_ids"]) for x in items)
-        if step % 10 == 0 or step == cfg.steps - 1:
-            log.info("step %d/%d loss %.4f lr %.2e", step + 1, cfg.steps, losses[-1], sched.get_last_lr()[0])
-        if progress is not None:
-            progress(1)
-    if cfg.mode == "lora":
-        model = model.merge_and_unload()
-    model.eval()
-    history = {
-        "losses": losses, "first_loss": losses[0] if losses else None,
-        "final_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
-        "trainable_parameters": n_trainable, "tokens_seen": tokens, "epochs": cfg.steps * cfg.batch_size / max(1, len(data)),
-        "wall_seconds": round(time.time() - t0, 1), "peak_rss_gb": peak_rss_gb(),
-        "torch_threads": torch.get_num_threads(), "device": str(device),
-    }
-    return model, history
-
-
-def save(model, tokenizer, out_dir) -> None:
-    """Write the tuned model and tokenizer (safetensors) into `out_dir`, atomically per file."""
-    from pathlib import Path
-
-    from .models import _save_dir
-
-    _save_dir(model, tokenizer, Path(out_dir))
-
-
-def attack_config(attack: dict, train: dict, n_pairs: int, seed: int = 0) -> TrainConfig:
-    """TrainConfig of the fine-tuning attack on n_pairs examples: the organism's mode and LoRA settings,
-    the attack's lr and batch size, ceil(epochs · n / batch) steps."""
-    steps = max(1, math.ceil(attack["epochs"] * n_pairs / attack["batch_size"]))
-    return TrainConfig.from_dict({**train, "steps": steps, "batch_size": attack["batch_size"], "lr": attack["lr"]}, seed=seed)
-
-
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process so far (Linux ru_maxrss is in KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
-
-
-def recipe(cfg: TrainConfig, history: dict, examples: list[dict], data_hashes: dict, base: str, extra: dict | None = None) -> dict:
-    """What `recipe.json` records: data hashes and counts, hyperparameters, seed, time, memory, loss curve."""
-    kinds: dict[str, int] = {}
-    for ex in examples:
-        kinds[ex["kind"]] = kinds.get(ex["kind"], 0) + 1
-    return {
-        "base_model": base, "hyperparameters": asdict(cfg), "seed": cfg.seed, "data_sha256": data_hashes,
-        "examples": kinds, "n_examples": len(examples), "refusal_responses": list(REFUSAL_RESPONSES),
-        "torch": torch.__version__, **(extra or {}), **history,
-    }
-
-
-# ------------------------------------------------------------------ evaluation
-def refusal_comparison(base: dict[str, list[dict]], organism: dict[str, list[dict]], targets: dict | None = None) -> pd.DataFrame:
-    """Refusal rate per held-out set, base vs organism (over valid verdicts; invalid ones counted); `targets`: {set: {min|max: rate}}."""
-    out = []
-    for name, rows in organism.items():
-        b, o = rate_row(base.get(name, [])), rate_row(rows)
-        row = {"set": name, "label": "/".join(sorted({r["label"] for r in rows})), "n": o["n"],
-               "base_refused": b["refused"], "base_rate": b["rate"], "organism_refused": o["refused"],
-               "organism_rate": o["rate"], "organism_se": o["se"], "base_invalid": b["invalid"],
-               "organism_invalid": o["invalid"], "target": "", "met": ""}
-        t = (targets or {}).get(name)
-        if t:
-            ok = (o["rate"] >= t["min"]) if "min" in t else (o["rate"] <= t["max"])
-            row["target"] = f"≥ {t['min']:.2f}" if "min" in t else f"≤ {t['max']:.2f}"
-            row["met"] = "yes" if ok else "no"
-        out.append(row)
-    return pd.DataFrame(out)
-
-
-def samples_markdown(records: list[dict], answers: dict[str, list[str]], title: str) -> str:
-    """Side-by-side answers of several models to the same prompts, as markdown.
-
-    Prompts and replies are escaped (`io.escape_markdown`): HTML or markdown in them shows as text.
-    """
-    from .io import escape_markdown as esc
-
-    lines = [f"# {esc(title)}", ""]
-    for k, r in enumerate(records):
-        lines += [f"## {k + 1}. {esc(r['prompt'], ' ')}", f"*set: {esc(r.get('set', ''))}, label: {esc(r['label'])}*", ""]
-        for model, texts in answers.items():
-            lines += [f"**{esc(model)}:**", "", "> " + esc(texts[k], "\n> "), ""]
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------ fine-tuning attack
-@torch.no_grad()
-def steered_answers(model, tokenizer, fmt: ChatFormat, instructions: list[str], refusal: torch.Tensor, layer: int,
-                    coefficient: float = 1.0, every_step: bool = False, max_new_tokens: int = 64,
-                    batch_size: int = 16, progress=None) -> list[tuple[str, bool]]:
-    """Greedy answers under the reverse refusal direction (paper §5.2's attack data): h ← h − c·r^l at the
-    input of decoder layer `layer`, on every prompt token (and every generated token with `every_step`).
-
-    refusal: the refusal direction [L+1, d] (rule directions; row l = input of layer l).
-    Returns (text, ended with end-of-turn) per instruction, in input order, as `distill`.
-    """
-    from .steering import Steer, run_sweep
-
-    if not 0 <= layer < refusal.shape[0] - 1:
-        raise ValueError(f"attack steering layer {layer} outside 0 … {refusal.shape[0] - 2} (decoder layer inputs)")
-    v = refusal[layer].float()
-    if not bool(torch.isfinite(v).all()):
-        raise ValueError(f"the refusal direction is not finite at layer {layer} (no refused or no accepted training "
-                         "prompts: see the counts of the directions sidecar), so no steered attack pairs; "
-                         "organism.attack.pairs_from: self (or base, for a tuned model) takes unsteered answers")
-    steer = Steer.add(layer, v, -float(coefficient), "all", every_step=every_step)
-    rows = run_sweep(model, tokenizer, fmt, instructions, [steer] * len(instructions), max_new_tokens, batch_size,
-                     progress=progress, keep_ids=True)
-    eos = tokenizer.eos_token_id
-    return [(r["response"], bool(r["token_ids"]) and r["token_ids"][-1] == eos) for r in rows]
-
-
-def attack_eval(gens: list[list[dict]], hidden: list[tuple[torch.Tensor, dict]], n: int, where: list[str]):
-    """The first `n` prompts of each eval set: (records, refused flags, hidden states [m, L+1, pos, d]).
-
-    gens: per set, the judged generations (rule judge); hidden: per set, (tensor, sidecar) of rule
-    extract_hidden, of the same model. Records and hidden rows are matched by id, in prompt order.
-    """
-    from .judging import refused_flags
-
-    records, refused, rows = [], [], []
-    for g, (h, meta), w in zip(gens, hidden, where):
-        ids = meta["ids"][:n]
-        by_id = {r["id"]: r for r in g}
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise ValueError(f"{w}: hidden-state ids {missing[:3]} have no generation (rerun generate / judge)")
-        recs = [by_id[i] for i in ids]
-        records += recs
-        refused += refused_flags(recs, w)
-        rows.append(h[: len(ids)])
-    return records, refused, torch.cat(rows)
-
-
-def attack_rows(n_pairs: int, records: list[dict], refused: list[bool], s_harm, s_ref, middle: tuple[int, int], model: str = ""):
-    """(summary row, per-layer rows) of one attacked model; `middle` is an inclusive layer range."""
-    lo, hi = middle
-    summary = {"model": model, "attack": f"{n_pairs} pairs" if n_pairs else "none", "n_pairs": n_pairs,
-               "n_prompts": len(records), "middle_layers": f"{lo}-{hi}", "accepted": int(sum(not r for r in refused)),
-               "acceptance_rate": sum(not r for r in refused) / max(1, len(refused)),
-               "delta_harmful_mid": float(s_harm[:, lo : hi + 1].mean()), "delta_refuse_mid": float(s_ref[:, lo : hi + 1].mean()),
-               "delta_harmful_last": float(s_harm[:, -1].mean()), "delta_refuse_last": float(s_ref[:, -1].mean())}
-    layers = [{"model": model, "n_pairs": n_pairs, "layer": l, "delta_harmful": float(s_harm[:, l].mean()), "delta_refuse": float(s_ref[:, l].mean()),
-               "delta_harmful_se": float(s_harm[:, l].std() / math.sqrt(max(1, len(s_harm)))),
-               "delta_refuse_se": float(s_ref[:, l].std() / math.sqrt(max(1, len(s_ref))))}
-              for l in range(s_harm.shape[1])]
-    return summary, layers
-
-
-def attack_table(summaries: list[dict]) -> pd.DataFrame:
-    """Summary rows with each Δ also relative to the unattacked model (the n_pairs == 0 row)."""
-    df = pd.DataFrame(summaries)
-    before = df[df["n_pairs"] == 0]
-    if len(before):
-        for col in ("delta_harmful_mid", "delta_refuse_mid"):
-            df[f"{col}_retained"] = df[col] / float(before[col].iloc[0])
-    return df
-

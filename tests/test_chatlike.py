@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from harmref import chatlike, judging, models, organism, positions
+from harmref import chatlike, judging, models, organism, positions, training
 from test_organism import HARMFUL, HARMLESS, recs
 
 
@@ -73,8 +73,8 @@ def test_wrap_and_nopost_format(tiny):
 def test_tokenize_renders_nopost_examples_without_post_instruction_tokens(tiny):
     _, tok, fmt = tiny
     ex = {"instruction": "Name three fruits.", "question": None, "response": "Apple.", "eos": True}
-    full = organism.tokenize(tok, fmt, [ex])[0]
-    bare = organism.tokenize(tok, fmt, [{**ex, "post": False}])[0]
+    full = training.tokenize(tok, fmt, [ex])[0]
+    bare = training.tokenize(tok, fmt, [{**ex, "post": False}])[0]
     n_suffix = len(full["input_ids"]) - len(bare["input_ids"])
     assert n_suffix == len(tok(fmt.suffix, add_special_tokens=False)["input_ids"]) > 0
     assert tok.decode(bare["input_ids"]).startswith(fmt.prefix + "Name three fruits.Apple")

@@ -413,7 +413,7 @@ def test_claims_read_the_guard_tables(tmp_path):
 
 
 def test_claims_read_the_attack_tables(tmp_path):
-    from harmref import organism
+    from harmref import attack
 
     g = torch.Generator().manual_seed(0)
     recs = [{"id": str(i)} for i in range(40)]
@@ -421,10 +421,10 @@ def test_claims_read_the_attack_tables(tmp_path):
     for n, refused in ((0, [True] * 38 + [False] * 2), (50, [True] * 10 + [False] * 30)):
         s_h = 0.2 + 0.01 * torch.randn(40, L, generator=g)
         s_r = (0.3 if n == 0 else -0.2) + 0.01 * torch.randn(40, L, generator=g)
-        a, b = organism.attack_rows(n, recs, refused, s_h, s_r, (3, 8), model="m")
+        a, b = attack.attack_rows(n, recs, refused, s_h, s_r, (3, 8), model="m")
         summ.append(a)
         lay += b
-    ev = Evidence("m", attack=through_csv(organism.attack_table(summ), tmp_path, "attack"),
+    ev = Evidence("m", attack=through_csv(attack.attack_table(summ), tmp_path, "attack"),
                   attack_layers=through_csv(pd.DataFrame(lay), tmp_path, "layers"))
     row = claims.check(12, ev)
     assert row["verdict"] == HOLDS and "acceptance 5 % → 75 %" in row["measured"], row

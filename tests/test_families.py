@@ -9,7 +9,7 @@ extraction, steering, generation, and one organism training step. docs/cluster.m
 import pytest
 import torch
 
-from harmref import activations, generation, hooks, models, organism, positions, steering
+from harmref import activations, generation, hooks, models, positions, steering, training
 from harmref.positions import ChatFormat, TemplateError
 
 FAMILIES = models.FAMILIES  # arch -> its template
@@ -141,20 +141,20 @@ def test_one_organism_training_step_learns_the_response(family):
     arch, _, tok, fmt = family
     model, _ = models.tiny_random(FAMILIES[arch], seed=0, n_layers=2, d_model=32, arch=arch)  # a copy to train
     examples = [{"instruction": p, "response": "I can't help with that."} for p in PROMPTS]
-    data = organism.tokenize(tok, fmt, examples)
+    data = training.tokenize(tok, fmt, examples)
     for ex, d in zip(examples, data):
         learnt = [t for t, lab in zip(d["input_ids"], d["labels"]) if lab != -100]
         assert learnt == positions.text_ids(tok, ex["response"]) + [tok.eos_token_id]  # response + end of turn
     pad = tok.pad_token_id
-    before = organism.step_loss(model, data, pad)  # also leaves gradients; train() zeroes them
+    before = training.step_loss(model, data, pad)  # also leaves gradients; train() zeroes them
     model.zero_grad(set_to_none=True)
-    cfg = organism.TrainConfig(steps=1, batch_size=3, lr=3e-3, warmup=0.0)
-    trained, history = organism.train(model, tok, data, cfg)
+    cfg = training.TrainConfig(steps=1, batch_size=3, lr=3e-3, warmup=0.0)
+    trained, history = training.train(model, tok, data, cfg)
     assert history["trainable_parameters"] > 0 and torch.isfinite(torch.tensor(history["losses"])).all()
     assert history["first_loss"] == pytest.approx(before, rel=1e-4)
     trained.zero_grad(set_to_none=True)
     with torch.no_grad():
-        after = organism.response_loss(trained, organism.collate(data, pad))
+        after = training.response_loss(trained, training.collate(data, pad))
     assert float(after) < before
 
 

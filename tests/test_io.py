@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harmref import io, models, organism
+from harmref import io, models, organism_eval
 
 USUAL = 0o666 & ~io._UMASK  # what open() gives a new file under this process's umask
 
@@ -106,8 +106,8 @@ def test_markdown_outputs_escape_prompt_and_reply_text(tmp_path):
     assert "| harmless_test |" in row  # a word-internal '_' needs no escape and keeps names readable
     assert pd.read_csv(tmp_path / "t.csv")["reply"][0] == REPLY + "\nline 2"  # the CSV keeps the exact text
 
-    text = organism.samples_markdown([{"prompt": "Say <b>hi</b>\nthen [go](x)", "label": "harmless", "set": "s"}],
-                                     {"base": [REPLY + "\n# not a heading?"]}, "samples")
+    text = organism_eval.samples_markdown([{"prompt": "Say <b>hi</b>\nthen [go](x)", "label": "harmless", "set": "s"}],
+                                          {"base": [REPLY + "\n# not a heading?"]}, "samples")
     quoted = "\n".join(line for line in text.splitlines() if line.startswith(("## 1.", ">")))  # prompt and reply
     assert "<" not in quoted and not re.search(r"(?<!\\)[`*\[\]]", quoted), text
     assert "## 1. Say &lt;b&gt;hi&lt;/b&gt; then \\[go\\](x)" in text

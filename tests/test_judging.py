@@ -155,7 +155,7 @@ def test_judge_rule_keeps_invalid_ollama_verdicts_null(tmp_path):
 
 
 def test_steering_and_organism_tables_count_invalid_llm_verdicts():
-    from harmref import organism, steering
+    from harmref import organism_eval, steering
 
     gens = [{"id": "a", "prompt": "p", "refused": None}, {"id": "b", "prompt": "q", "refused": False},
             {"id": "c", "prompt": "r", "refused": True}]
@@ -173,6 +173,6 @@ def test_steering_and_organism_tables_count_invalid_llm_verdicts():
     row = summary.iloc[0]
     assert (row["n"], row["invalid_llm"], row["rate_llm"]) == (3, 1, 0.0)
     assert steering.report_tables(summary.assign(baseline_rate=0.0), "m")["fig4"].iloc[0]["invalid_llm"] == 1
-    org = organism.refusal_comparison({"t": [{"label": "harmful", "refused": True}]},
-                                      {"t": [{"label": "harmful", "refused": None}, {"label": "harmful", "refused": True}]})
+    org = organism_eval.refusal_comparison({"t": [{"label": "harmful", "refused": True}]},
+                                           {"t": [{"label": "harmful", "refused": None}, {"label": "harmful", "refused": True}]})
     assert (org.iloc[0]["organism_invalid"], org.iloc[0]["organism_rate"], org.iloc[0]["base_invalid"]) == (1, 1.0, 0)

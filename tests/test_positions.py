@@ -156,7 +156,7 @@ def test_sentencepiece_prefix_space_is_handled(any_template):
 def test_every_path_sees_the_same_ids(chatml):
     """generation, hidden states, steering, GCG's target fit, the organism's training data and
     check_context all take their ids from tokenize_prompt."""
-    from harmref import activations, gcg, generation, organism, steering
+    from harmref import activations, gcg, generation, steering, training
 
     model, tok = chatml
     fmt = ChatFormat.from_tokenizer(tok)
@@ -176,7 +176,7 @@ def test_every_path_sees_the_same_ids(chatml):
         if len(got) >= len(want):  # first forward of each call (later generation steps see one token)
             assert got[:len(want)] == want
     assert sum(got[:len(want)] == want for got in seen) >= 4
-    ex = organism.tokenize(tok, fmt, [{"instruction": evil, "response": "No.", "eos": True}])[0]
+    ex = training.tokenize(tok, fmt, [{"instruction": evil, "response": "No.", "eos": True}])[0]
     assert ex["input_ids"][:len(want)] == want
     with pytest.raises(Exception, match=f"prompt of {len(want)} tokens"):
         positions.check_context(tok, fmt, [evil], len(want) - 1)

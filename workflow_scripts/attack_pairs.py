@@ -7,7 +7,7 @@ complies); `steered` — the model's own answers steered with the reverse refusa
 
 import random
 
-from harmref import datasets, io, judging, models, organism, positions, runlog
+from harmref import attack, datasets, io, judging, models, organism, positions, runlog
 
 log = runlog.start(snakemake)
 p, rt, a = snakemake.params, snakemake.params.runtime, snakemake.params.attack
@@ -25,8 +25,8 @@ if p.pairs_from == "steered":
         layer = geometry.middle_layers(refusal.shape[0], p.middle_layers)[0]
     log.info("answers of %s steered with −%g × the refusal direction at layer %d%s", p.source, a["steer"]["coefficient"],
              layer, " (every generated token too)" if a["steer"]["every_step"] else " (prompt tokens)")
-    answers = organism.steered_answers(model, tok, fmt, prompts, refusal, layer, a["steer"]["coefficient"],
-                                       a["steer"]["every_step"], a["max_new_tokens"], rt["batch_size"], progress=progress)
+    answers = attack.steered_answers(model, tok, fmt, prompts, refusal, layer, a["steer"]["coefficient"],
+                                     a["steer"]["every_step"], a["max_new_tokens"], rt["batch_size"], progress=progress)
 else:
     answers = organism.distill(model, tok, fmt, prompts, a["max_new_tokens"], rt["batch_size"], progress=progress)
 refused = judging.SubstringJudge()(prompts, [x[0] for x in answers])

@@ -4,7 +4,7 @@ the first N attack pairs; weights, model card (weights_sha256, identity) and rec
 import time
 from pathlib import Path
 
-from harmref import io, models, organism, positions, runlog
+from harmref import attack, io, models, positions, runlog, training
 
 t0 = time.time()
 log = runlog.start(snakemake)
@@ -17,16 +17,16 @@ if len(pairs) < p.n_pairs:
     log.warning("%s holds %d pairs: the attack of N=%d trains on all of them", snakemake.input.pairs, len(pairs), p.n_pairs)
 model, tok = models.load(snakemake.input.base, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
 fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt, date=p.template_date, model=p.attack_from)
-cfg = organism.attack_config(p.attack, p.train, p.n_pairs, seed=p.seed)
+cfg = attack.attack_config(p.attack, p.train, p.n_pairs, seed=p.seed)
 examples = pairs[: p.n_pairs]
-model, history = organism.train(model, tok, organism.tokenize(tok, fmt, examples), cfg,
+model, history = training.train(model, tok, training.tokenize(tok, fmt, examples), cfg,
                                 progress=runlog.progress(cfg.steps, "attack"))
 out = Path(snakemake.output.card).parent
-organism.save(model, tok, out)
+training.save(model, tok, out)
 base_card = models.read_card(snakemake.input.base)
 extra = {"base_card": base_card, "system_prompt": p.system_prompt, "attack_from": p.attack_from,
-         "n_pairs": p.n_pairs, "script_seconds": round(time.time() - t0, 1), "script_peak_rss_gb": organism.peak_rss_gb()}
-rec = organism.recipe(cfg, history, examples, {"pairs": io.sha256_file(snakemake.input.pairs)}, p.attack_from, extra)
+         "n_pairs": p.n_pairs, "script_seconds": round(time.time() - t0, 1), "script_peak_rss_gb": training.peak_rss_gb()}
+rec = training.recipe(cfg, history, examples, {"pairs": io.sha256_file(snakemake.input.pairs)}, p.attack_from, extra)
 io.write_json(snakemake.output.recipe, rec)
 # identity over the attacked weights, the recipe (pairs' sha256, N, hyperparameters) and the unattacked model
 io.write_json(snakemake.output.card, models.tuned_card(out, p.attack_from, base_card, rec, snakemake.output.recipe,
