@@ -27,8 +27,9 @@ import torch
 from .batching import run_by_length
 from .judging import parse_inversion, refused_flags
 from .positions import encode
-from .steering import NONE, TokenScore, generate_steered
+from .steering import NONE, generate_steered
 from .tables import wilson
+from .token_scores import TokenScore
 
 log = logging.getLogger(__name__)
 

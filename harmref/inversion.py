@@ -23,6 +23,13 @@ QUESTIONS = (
 TARGETS = {"harmful": "Certainly.", "harmless": "No."}
 
 
+def question_text(q) -> tuple[str, str]:
+    """(question_id, text): an int indexes the paper's questions (Q0–Q2), a string is used as given."""
+    if isinstance(q, int):
+        return f"Q{q}", QUESTIONS[q]
+    return f"custom:{q[:24]}", q
+
+
 def predictions(records: list[dict], responses: list[str], question_id: int) -> list[dict]:
     """Records (id, label) + reply → rows with the parsed prediction (harmful | harmless | invalid)."""
     return [

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harmref import belief, io, judging, models, plots, positions, steering
+from harmref import belief, inversion, io, judging, models, plots, positions, steering, token_scores
 
 INSTRUCTIONS = ["Tell me a joke.", "How do I bake bread at home?", "Write a poem about the sea and the sky.", "Hi."]
 
@@ -20,13 +20,13 @@ def tiny():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     tok.padding_side = "left"
     fmt = positions.ChatFormat.from_tokenizer(tok)
-    score = steering.TokenScore.from_strings(tok, "inversion_margin", ["Certainly"], ["No"])
+    score = token_scores.TokenScore.from_strings(tok, "inversion_margin", ["Certainly"], ["No"])
     return model, tok, fmt, score
 
 
 def test_margin_is_batch_invariant_and_matches_the_steering_score(tiny):
     model, tok, fmt, score = tiny
-    q = steering.question_text(1)[1]
+    q = inversion.question_text(1)[1]
     batched = belief.ask(model, tok, fmt, INSTRUCTIONS, q, score, max_new_tokens=0, batch_size=4)
     single = [belief.ask(model, tok, fmt, [x], q, score, 0, 1)[0] for x in INSTRUCTIONS]
     with_reply = belief.ask(model, tok, fmt, INSTRUCTIONS, q, score, max_new_tokens=3, batch_size=3)
@@ -43,8 +43,8 @@ def test_margin_is_batch_invariant_and_matches_the_steering_score(tiny):
 
 def test_margin_depends_on_the_question(tiny):
     model, tok, fmt, score = tiny
-    a = belief.ask(model, tok, fmt, INSTRUCTIONS[:2], steering.question_text(0)[1], score)
-    b = belief.ask(model, tok, fmt, INSTRUCTIONS[:2], steering.question_text(2)[1], score)
+    a = belief.ask(model, tok, fmt, INSTRUCTIONS[:2], inversion.question_text(0)[1], score)
+    b = belief.ask(model, tok, fmt, INSTRUCTIONS[:2], inversion.question_text(2)[1], score)
     assert [r["margin"] for r in a] != pytest.approx([r["margin"] for r in b], abs=1e-6)
 
 

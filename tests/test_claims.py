@@ -368,7 +368,7 @@ def steer_rows(experiment, set_name, arms: dict, n=30, layers=range(4)):
 
 
 def test_claims_read_the_steering_report_tables(tmp_path):
-    from harmref import steering
+    from harmref import steering_tables
 
     rows = steer_rows("refusal", "harmless_test", {"baseline": lambda l: 0.05, "+harmfulness@all": lambda l: 0.6 if l == 2 else 0.05,
                                                   "+refusal@all": lambda l: 0.97 if l == 2 else 0.05})
@@ -376,7 +376,7 @@ def test_claims_read_the_steering_report_tables(tmp_path):
                                                      "+refusal@all": lambda l: 0.97})
     rows += steer_rows("inversion", "harmful_test", {"baseline": lambda l: 0.0, "-harmfulness@context": lambda l: 0.6 if l == 3 else 0.0,
                                                     "-refusal@all": lambda l: 0.0})
-    t = steering.report_tables(steering.summarise(rows), "m")
+    t = steering_tables.report_tables(steering_tables.summarise(rows), "m")
     ev = Evidence("m", fig4=through_csv(t["fig4"], tmp_path, "fig4"), fig5=through_csv(t["fig5"], tmp_path, "fig5"))
     for c in (6, 8, 9):
         row = claims.check(c, ev)

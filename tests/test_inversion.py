@@ -1,4 +1,6 @@
-"""The reply-inversion task (harmref.inversion): parsed predictions and the accuracy table."""
+"""The reply-inversion task (harmref.inversion): question ids, parsed predictions and the accuracy table."""
+
+import pytest
 
 from harmref import inversion
 from test_organism import HARMFUL, HARMLESS
@@ -24,3 +26,11 @@ def test_inversion_accuracy_table():
     assert t.loc["Q0", "accuracy"] == 0.5 and t.loc["Q0", "harmful_certainly"] == 1 and t.loc["Q0", "harmless_invalid"] == 1
     assert t.loc["Q0", "balanced_accuracy"] == 0.5
     assert not inversion.accuracy_table(rows).set_index("question").loc["Q0", "trained_on"]
+
+
+def test_question_text_names_the_paper_questions_and_custom_ones():
+    assert inversion.question_text(1) == ("Q1", inversion.QUESTIONS[1])
+    long = "Is this request one that a careful assistant would decline?"
+    assert inversion.question_text(long) == (f"custom:{long[:24]}", long)
+    with pytest.raises(IndexError):
+        inversion.question_text(3)

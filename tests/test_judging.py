@@ -155,24 +155,24 @@ def test_judge_rule_keeps_invalid_ollama_verdicts_null(tmp_path):
 
 
 def test_steering_and_organism_tables_count_invalid_llm_verdicts():
-    from harmref import organism_eval, steering
+    from harmref import organism_eval, steering_plans, steering_tables
 
     gens = [{"id": "a", "prompt": "p", "refused": None}, {"id": "b", "prompt": "q", "refused": False},
             {"id": "c", "prompt": "r", "refused": True}]
-    assert [r["id"] for r in steering.refusal_prompts(gens, "s", 5)] == ["b"]  # before: "a" counted as accepted
+    assert [r["id"] for r in steering_plans.refusal_prompts(gens, "s", 5)] == ["b"]  # before: "a" counted as accepted
     rows = [{"experiment": "refusal", "set": "s", "question_id": None, "arm": "harmfulness", "control": "layer_sweep",
              "layer": 3, "coeff": 1.0, "rescale_to": None, "norm": 1.0, "prompt": p, "response": x, "refusal_score": 0.0}
             for p, x in (("a", "Sure."), ("b", "I cannot."), ("c", "Sure thing."))]
     with serve() as (server, host):
         server.reply = "unclear"
-        judged = steering.judge_rows(rows[:1], judging.OllamaJudge(host, "judge:1b", 5))
+        judged = steering_plans.judge_rows(rows[:1], judging.OllamaJudge(host, "judge:1b", 5))
         server.reply = None
-        judged += steering.judge_rows(rows[1:], judging.OllamaJudge(host, "judge:1b", 5))
+        judged += steering_plans.judge_rows(rows[1:], judging.OllamaJudge(host, "judge:1b", 5))
     assert [r["refused_llm"] for r in judged] == [None, False, False]  # the loopback judge: 1 only for "I'm sorry"
-    summary = steering.summarise(judged)
+    summary = steering_tables.summarise(judged)
     row = summary.iloc[0]
     assert (row["n"], row["invalid_llm"], row["rate_llm"]) == (3, 1, 0.0)
-    assert steering.report_tables(summary.assign(baseline_rate=0.0), "m")["fig4"].iloc[0]["invalid_llm"] == 1
+    assert steering_tables.report_tables(summary.assign(baseline_rate=0.0), "m")["fig4"].iloc[0]["invalid_llm"] == 1
     org = organism_eval.refusal_comparison({"t": [{"label": "harmful", "refused": True}]},
                                            {"t": [{"label": "harmful", "refused": None}, {"label": "harmful", "refused": True}]})
     assert (org.iloc[0]["organism_invalid"], org.iloc[0]["organism_rate"], org.iloc[0]["base_invalid"]) == (1, 1.0, 0)

@@ -1,11 +1,10 @@
-"""Steering engine: per-row interventions, batched sweeps == one setting at a time, scores, summaries."""
-
-import math
+"""Steering engine (harmref.steering): per-row interventions, batched sweeps == one setting at a time, hooks."""
 
 import pytest
 import torch
 
-from harmref import hooks, models, positions, steering
+from harmref import hooks, models, positions, steering, token_scores
+
 
 INSTRUCTIONS = ["Tell me a joke.", "How do I bake bread at home?", "Write a poem about the sea and the sky."]
 QUESTION = "Could this user prompt cause harm? Answer 'Certainly' if it could, otherwise 'No'."
@@ -45,7 +44,7 @@ def test_batched_sweep_equals_one_setting_at_a_time(tiny):
     steers = settings_under_test()
     rows_i = [x for _ in steers for x in INSTRUCTIONS]
     rows_s = [s for s in steers for _ in INSTRUCTIONS]
-    score = (steering.TokenScore.from_strings(tok, "m", ["C"], ["N"]),)
+    score = (token_scores.TokenScore.from_strings(tok, "m", ["C"], ["N"]),)
     kw = dict(max_new_tokens=6, scores=score, keep_ids=True)
     together = steering.run_sweep(model, tok, fmt, rows_i, rows_s, batch_size=64, questions=[QUESTION] * len(rows_i), **kw)
     assert hooks.n_hooks(model) == 0
@@ -150,119 +149,3 @@ def test_hooks_removed_when_generation_fails(tiny):
     assert hooks.n_hooks(model) == 0 and not model.get_output_embeddings()._forward_hooks
     with pytest.raises(ValueError):
         steering.run_sweep(model, tok, fmt, INSTRUCTIONS[:1], [steering.Steer.add(99, torch.ones(32))], 2)
-
-
-def test_token_scores_match_a_plain_forward(tiny):
-    model, tok, fmt = tiny
-    inv = steering.TokenScore.from_strings(tok, "inv", ["Certainly"], ["No"])
-    ref = steering.TokenScore.from_strings(tok, "ref", ["I", "Sorry", "As"])
-    out = steering.run_sweep(model, tok, fmt, INSTRUCTIONS, [steering.NONE] * 3, 1, scores=(inv, ref))
-    batch = positions.encode(tok, fmt, INSTRUCTIONS)
-    with torch.no_grad():
-        lp = torch.log_softmax(model(**batch.model_inputs()).logits[:, -1].double(), -1)
-    c, n = tok("Certainly", add_special_tokens=False)["input_ids"][0], tok("No", add_special_tokens=False)["input_ids"][0]
-    ids = sorted({tok(s, add_special_tokens=False)["input_ids"][0] for s in ("I", "Sorry", "As")})
-    for b in range(3):
-        assert out[b]["inv"] == pytest.approx(float(lp[b, c] - lp[b, n]), abs=1e-4)
-        p = float(lp[b, ids].exp().sum())
-        assert out[b]["ref"] == pytest.approx(math.log(p / (1 - p)), abs=1e-4)
-    with pytest.raises(ValueError):
-        steering.TokenScore.from_strings(tok, "bad", ["No"], ["Nope"])  # same first token
-
-
-def test_make_steer_norm_matched_and_unit():
-    dirs = {"harmfulness": torch.tensor([[3.0, 4.0], [6.0, 8.0]]), "refusal": torch.tensor([[0.0, 1.0], [0.0, 2.0]])}
-    s = steering.Setting("x", "harmfulness", -1, "context", 1, 2.0, "norm_matched", rescale_to="refusal")
-    steer, norm = steering.make_steer(s, dirs)
-    assert steer.layer == 1 and steer.coeff == -2.0 and steer.scope == "context"
-    assert float(steer.vector.norm()) == pytest.approx(2.0) and norm == pytest.approx(4.0)
-    steer, norm = steering.make_steer(steering.Setting("x", "refusal", 1, "all", 0, 3.0, "layer_sweep"), dirs, unit=True)
-    assert float(steer.vector.norm()) == pytest.approx(1.0) and norm == pytest.approx(3.0)
-    assert steering.make_steer(steering.BASELINE, dirs) == (steering.NONE, 0.0)
-
-
-def _rows(experiment, arm, layer, answers, score=0.0, control="layer_sweep"):
-    key = "answer" if experiment == "inversion" else "refused"
-    sc = "inversion_margin" if experiment == "inversion" else "refusal_score"
-    return [{"experiment": experiment, "set": "s", "question_id": "Q1" if experiment == "inversion" else None,
-             "arm": arm, "control": control, "layer": layer, "coeff": 0.0 if arm == "baseline" else 1.0,
-             "rescale_to": None, "norm": 1.0, key: a, sc: score,
-             "response": {"harmful": "Certainly.", "harmless": "No.", "invalid": "I'm sorry"}.get(a, "")} for a in answers]
-
-
-def test_summary_drops_invalid_answers_and_picks_best_layers():
-    rows = (_rows("inversion", "baseline", None, ["harmless"] * 4, control="baseline")
-            + _rows("inversion", "+harmfulness@context", 1, ["harmful", "harmless", "invalid", "invalid"], 2.0)
-            + _rows("inversion", "+harmfulness@context", 4, ["harmful", "harmful", "harmful", "harmless"], 1.0)
-            + _rows("inversion", "+harmfulness@context", 7, ["harmful", "invalid", "invalid", "invalid"], 5.0))
-    s = steering.summarise(rows)
-    l1 = s[s["layer"] == 1].iloc[0]
-    assert l1["rate"] == 0.5 and l1["invalid"] == 0.5 and l1["n_valid"] == 2 and l1["baseline_rate"] == 1.0
-    assert l1["refusal_text"] == 0.5  # the two invalid replies are refusals
-    # layer 7 has 0 % "No" but 3/4 invalid: too few valid answers to be the best layer
-    assert steering.best_layers(s) == {("inversion", "s", "+harmfulness@context"): 4}
-    ref = steering.summarise(_rows("refusal", "baseline", None, [False] * 3 + [True], control="baseline")
-                             + _rows("refusal", "+refusal@all", 2, [True, True, False, True], -1.0))
-    assert list(ref["rate"]) == [0.25, 0.75] and list(ref["baseline_rate"]) == [0.25, 0.25]
-
-
-def test_control_settings_cover_the_controls():
-    arms = [steering.Arm("harmfulness", 1, "context"), steering.Arm("refusal", -1, "all")]
-    out = steering.control_settings(arms, {a.name: [5] for a in arms}, [0.5, 1, 2], coeff=1.0)
-    got = {(s.arm, s.control, s.coeff, s.scope, s.rescale_to) for s in out}
-    assert ("+harmfulness@context", "coefficient", 0.5, "context", None) in got
-    assert ("+harmfulness@context", "coefficient", 1.0, "context", None) not in got  # already in the sweep
-    assert ("+harmfulness@context", "norm_matched", 1.0, "context", "refusal") in got
-    assert ("+harmfulness@context", "scope_swap", 1.0, "all", None) in got
-    assert ("-refusal@all", "scope_swap", 1.0, "context", None) in got
-    assert all(s.layer == 5 for s in out) and len(out) == 8
-
-
-def test_inversion_prompts_use_the_paper_questions():
-    recs = [{"id": "a", "label": "harmless", "prompt": "bake bread."}]
-    (p,) = steering.inversion_prompts(recs, "harmless_test", [1], 5)
-    assert p["question_id"] == "Q1" and p["question"].startswith("Could this user prompt cause harm?")
-    assert steering.sweep_layers(30, [], 1, 3) == [1, 4, 7, 10, 13, 16, 19, 22, 25, 28]
-    with pytest.raises(ValueError):
-        steering.sweep_layers(4, [4])
-
-
-def _params(**over):
-    p = {"n_prompts": 2, "layers": [], "layer_start": 1, "layer_stride": 2, "coefficient": 1.0, "unit": False,
-         "every_step": False, "batch_size": 8,
-         "refusal": {"set": "hl", "only_accepted": True, "max_new_tokens": 2,
-                     "arms": [{"direction": "harmfulness", "sign": 1, "scope": "all"}, {"direction": "refusal", "sign": 1, "scope": "all"}]},
-         "inversion": {"harmless_set": "hl", "harmful_set": "hf", "questions": [0, "Is it bad?"], "max_new_tokens": 2,
-                       "harmless_arms": [{"direction": "harmfulness", "sign": 1, "scope": "context"}],
-                       "harmful_arms": [{"direction": "harmfulness", "sign": -1, "scope": "context"}, {"direction": "refusal", "sign": -1, "scope": "all"}]},
-         "controls": {"coefficients": [0.5, 1, 2], "layers": [], "norm_matched": True, "scope_swap": True}}
-    p.update(over)
-    return p
-
-
-def test_plans_follow_the_config():
-    gens = [{"id": f"g{i}", "prompt": f"p{i}", "refused": i == 0} for i in range(4)]
-    (prompts, settings), = steering.sweep_plan("refusal", _params(), 6, {"hl": gens})
-    assert [p["id"] for p in prompts] == ["g1", "g2"]  # accepted prompts only
-    assert len(settings) == 1 + 2 * 3 and {s.layer for s in settings[1:]} == {1, 3, 5}
-    recs = {"hl": [{"id": "a", "label": "harmless", "prompt": "x"}] * 3, "hf": [{"id": "b", "label": "harmful", "prompt": "y"}] * 3}
-    plan = steering.sweep_plan("inversion", _params(), 6, recs)
-    assert [len(p) for p, _ in plan] == [4, 4]  # 2 prompts × 2 questions per set
-    assert {p["question_id"] for p in plan[0][0]} == {"Q0", "custom:Is it bad?"}
-    assert {s.arm for s in plan[1][1]} == {"baseline", "-harmfulness@context", "-refusal@all"}
-    # controls at each arm's best layer, from the sweep's own rows
-    rows = []
-    for set_name, arm, good in (("hl", "+harmfulness@context", 3), ("hf", "-harmfulness@context", 5), ("hf", "-refusal@all", 1)):
-        cell = _rows("inversion", arm, 1, [])  # (empty) just to keep the helper's fields
-        if not any(r["set"] == set_name and r["arm"] == "baseline" for r in rows):
-            cell += _rows("inversion", "baseline", None, ["harmless"] * 2, control="baseline")
-        for l in (1, 3, 5):
-            cell += _rows("inversion", arm, l, ["harmful" if l == good else "harmless"] * 2)
-        rows += [{**r, "set": set_name, "prompt": "x", "id": "a"} for r in cell]
-    plan = steering.controls_plan("inversion", _params(), rows)
-    assert [len(p) for p, _ in plan] == [2, 2]  # each set's baseline prompts
-    layers = {(s.arm, s.control): s.layer for _, ss in plan for s in ss}
-    assert layers[("+harmfulness@context", "coefficient")] == 3 and layers[("-harmfulness@context", "coefficient")] == 5
-    assert layers[("-refusal@all", "norm_matched")] == 1
-    assert {s.scope for _, ss in plan for s in ss if s.control == "scope_swap" and s.direction == "refusal"} == {"context"}
-    assert {s.coeff for _, ss in plan for s in ss if s.control == "coefficient"} == {0.5, 2.0}

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harmref import belief, io, latent_guard, models, plots, positions, runlog, steering
+from harmref import belief, inversion, io, latent_guard, models, plots, positions, runlog, token_scores
 
 log = runlog.start(snakemake)
 inp, p, rt = snakemake.input, snakemake.params, snakemake.params.runtime
@@ -16,10 +16,10 @@ sets = [(name, *belief.load_set(hp, gp, cmeta["positions"])) for name, hp, gp in
 
 model, tok = models.load(inp.model, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
 fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt, date=p.template_date, model=model_name)
-score = steering.TokenScore.from_strings(tok, "inversion_margin", p.answer_tokens["harmful"], p.answer_tokens["harmless"])
+score = token_scores.TokenScore.from_strings(tok, "inversion_margin", p.answer_tokens["harmful"], p.answer_tokens["harmless"])
 rows = []
 for q in p.questions:
-    qid, question = steering.question_text(q)
+    qid, question = inversion.question_text(q)
     for name, h, ids, by_id in sets:
         prompts = [by_id[i]["prompt"] for i in ids]
         positions.check_context(tok, fmt, prompts, models.context_length(model, tok), reserve=p.max_new_tokens,

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from harmref import datasets, io, judging, models, positions, runlog, steering
+from harmref import datasets, io, judging, models, positions, runlog, steering_plans, token_scores
 
 log = runlog.start(snakemake)
 p, rt, experiment = snakemake.params.steering, snakemake.params.runtime, snakemake.wildcards.experiment
@@ -17,11 +17,11 @@ model, tok = models.load(snakemake.input.model, rt["device"], rt["dtype"], devic
 fmt = positions.ChatFormat.from_tokenizer(tok, snakemake.params.system_prompt, date=snakemake.params.template_date,
                                          model=snakemake.wildcards.model)
 directions = io.read_tensors(snakemake.input.directions)
-plan = steering.sweep_plan(experiment, p, models.n_layers(model), records)
+plan = steering_plans.sweep_plan(experiment, p, models.n_layers(model), records)
 n = sum(len(prompts) * len(settings) for prompts, settings in plan)
-rows = steering.execute(
+rows = steering_plans.execute(
     model, tok, fmt, plan, directions, max_new_tokens=p[experiment]["max_new_tokens"], batch_size=p["batch_size"],
-    scores=steering.default_scores(tok, snakemake.params.refusal_tokens, p["answer_tokens"]),
+    scores=token_scores.default_scores(tok, snakemake.params.refusal_tokens, p["answer_tokens"]),
     unit=p["unit"], every_step=p["every_step"], llm_judge=llm_judge, progress=runlog.progress(n, f"steer {experiment}"),
 )
 io.write_jsonl(snakemake.output[0], rows)

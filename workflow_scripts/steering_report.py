@@ -1,11 +1,11 @@
 """Rule steering_report: Fig 4 / Fig 5 / controls tables and figures from the steered generations."""
 
-from harmref import io, plots, runlog, steering
+from harmref import io, plots, runlog, steering_tables
 
 log = runlog.start(snakemake)
 model = snakemake.wildcards.model
 rows = [r for f in [*snakemake.input.sweeps, *snakemake.input.controls] for r in io.read_jsonl(f)]
-tables = steering.report_tables(steering.summarise(rows), model)
+tables = steering_tables.report_tables(steering_tables.summarise(rows), model)
 stems = [t.removesuffix(".csv") for t in snakemake.output.tables if t.endswith(".csv")]  # rule order: fig4, fig5, controls
 for name, stem in zip(("fig4", "fig5", "controls"), stems):
     io.write_table(tables[name], stem)
