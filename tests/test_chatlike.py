@@ -146,3 +146,46 @@ def test_refused_answers_are_dropped(tiny, monkeypatch):
 def test_jailbreak_examples_need_templates(tiny):
     with pytest.raises(ValueError, match="needs jailbreak templates"):
         _set(tiny, jailbreak_n=2)
+
+
+def _chat_config(**data):
+    import copy
+
+    import yaml
+    from test_workflow import ROOT
+
+    cfg = copy.deepcopy(yaml.safe_load((ROOT / ".test/config/config.yaml").read_text()))
+    cfg["models"]["tiny-chat"] = {"tune_from": "tiny", "organism": {"data": data, "train": {"steps": 3}}}
+    return cfg
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"over_refusal": 5}, "config: models.tiny-chat.organism.data has unknown key(s) ['over_refusal']"),
+    ({"jailbreak_n": 4}, "config: organism.data.jailbreak_n of 'tiny-chat' is 4 but no jailbreak_templates file is set"),
+    ({"jailbreak_n": 4, "jailbreak_templates": "no/such.csv"}, "config: organism.data.jailbreak_templates of 'tiny-chat': "),
+])
+def test_chatlike_config_errors_fail_before_the_dag(tmp_path, data, message):
+    from test_reliability import _dry_run
+
+    assert message in _dry_run(tmp_path, _chat_config(**data))
+
+
+def test_a_tuned_models_own_recipe_reaches_only_its_jobs(tmp_path):
+    """models.{m}.organism overrides organism.data for that model alone: its template files are its jobs' inputs only."""
+    import yaml
+    from test_workflow import ROOT, run
+
+    cfg = {**_chat_config(jailbreak_n=2, jailbreak_templates="CHATS-lab_LLMs_Encode_Harmfulness_Refusal_Separately/data/GPTFuzzer.csv",
+                          heldout_templates="sherdencooper_GPTFuzz/datasets/prompts/seed_short_25.csv", nopost_n=2),
+           "data_root": str(ROOT / "data")}
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = run(tmp_path, "-n", "results/models/tiny-chat/recipe.json", "results/models/tiny-refusal/recipe.json").stdout
+    jobs = {}
+    for block in out.split("\nrule ")[1:] + out.split("\nlocalrule ")[1:]:
+        name = block.split(":", 1)[0]
+        if name in ("organism_data", "safety_tune") and "wildcards: model=" in block:
+            jobs[(name, block.split("wildcards: model=")[1].split()[0])] = block
+    chat, default = jobs[("organism_data", "tiny-chat")], jobs[("organism_data", "tiny-refusal")]
+    assert "GPTFuzzer.csv" in chat and "seed_short_25.csv" in chat and "GPTFuzzer.csv" not in default
+    assert "GPTFuzzer.csv" in jobs[("safety_tune", "tiny-chat")] and "GPTFuzzer.csv" not in jobs[("safety_tune", "tiny-refusal")]
