@@ -51,7 +51,8 @@ def clustering_figure(pooled, model: str, post_position: str, paper=None):
         ax.set_title(title)
         ax.set_xlabel("layer (residual stream entry)")
         ax.set_ylabel("mean s = cos(h, μ_RH) − cos(h, μ_AH)")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14))  # under the panel, off the curves
+        # under the panel, off the curves and below the axis label
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     fig.suptitle(f"{model}: clustering by behaviour group (paper Fig 2; RH = refused-harmful, AH = accepted-harmless centroids)", fontsize=10)
     fig.tight_layout()
     return fig
