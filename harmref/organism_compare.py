@@ -319,7 +319,7 @@ def _number(x) -> bool:
 
 
 def training_rows(rec: dict, where="recipe.json") -> list[dict]:
-    """The examples by kind and the training cost recorded by rule safety_tune (`organism.recipe`)."""
+    """The examples by kind and the training cost recorded by rule safety_tune (`training.recipe`)."""
     out = []
     examples = rec.get("examples")
     if examples is None:

@@ -50,7 +50,7 @@ def belief_prompt(q, set_name, label, refused, stated, dh, dr):
 
 
 def fig5_table(model):
-    """Rows as steering.report_tables writes Fig 5 (one question): baseline, then two arms at layers 1, 4, 7."""
+    """Rows as steering_tables.report_tables writes Fig 5 (one question): baseline, then two arms at layers 1, 4, 7."""
     rows = [{"model": model, "experiment": "inversion", "set": "harmless_test", "question_id": "Q1", "arm": "baseline",
              "control": "baseline", "layer": None, "coeff": 0.0, "n": 20, "n_valid": 20, "no_%": 90.0}]
     for arm, rates in (("+harmfulness@context", (80.0, 20.0, 50.0)), ("+refusal@all", (90.0, 85.0, 95.0))):
