@@ -130,6 +130,7 @@ def _lines(path) -> int:
         return 0
 
 
+@pytest.mark.slow  # runs workflow jobs on a model (generate; safety_tune)
 def test_sigkill_mid_generation_leaves_no_output_and_stops(killed_and_resumed):
     _, seen = killed_and_resumed
     assert not seen["output_after_kill"]
@@ -173,6 +174,7 @@ def test_unreachable_ollama_judge_fails_the_judge_rule_and_keeps_the_replies(kil
     assert replies.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow  # runs workflow jobs on a model (generate; safety_tune)
 def test_retrained_organism_discards_a_stale_generation_checkpoint(tmp_path, monkeypatch):
     """Kill `generate` on the organism, change its recipe, rerun: the checkpoint of the old weights is not reused.
 

@@ -6,6 +6,9 @@ import torch
 from harmref import activations, gcg, generation, models, positions
 
 
+pytestmark = pytest.mark.slow  # the real embedded SmolLM2 (loaded once per module)
+
+
 @pytest.fixture(scope="module")
 def smol(tmp_path_factory):
     out = tmp_path_factory.mktemp("smol")

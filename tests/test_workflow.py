@@ -37,6 +37,10 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
     return counts
 
 
+# every test here but one reads the .test DAG built once by `workdir` (about 2 minutes on 2 cores): the whole workflow
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     wd = tmp_path_factory.mktemp("wf")
