@@ -41,6 +41,9 @@ for _m in TUNED_MODELS:
 # not set them keeps exactly its params.
 CHATLIKE_DATA_KEYS = ("over_refusal_n", "jailbreak_n", "nopost_n", "inversion_scary_fraction",
                       "jailbreak_templates", "heldout_templates", "jailbreak_max_chars")
+for _m, _spec in MODELS.items():
+    if "organism" in _spec and "tune_from" not in _spec:
+        raise ValueError(f"config: models.{_m}.organism is a tuned model's own recipe, but {_m!r} has no tune_from")
 for _m in TUNED_MODELS:
     _own = MODELS[_m].get("organism", {})
     for _block, _over in _own.items():

@@ -170,6 +170,14 @@ def test_chatlike_config_errors_fail_before_the_dag(tmp_path, data, message):
     assert message in _dry_run(tmp_path, _chat_config(**data))
 
 
+def test_a_recipe_on_a_model_without_tune_from_is_an_error(tmp_path):
+    from test_reliability import _dry_run
+
+    cfg = _chat_config()
+    cfg["models"]["tiny"]["organism"] = {"data": {"nopost_n": 2}}
+    assert "config: models.tiny.organism is a tuned model's own recipe, but 'tiny' has no tune_from" in _dry_run(tmp_path, cfg)
+
+
 def test_a_tuned_models_own_recipe_reaches_only_its_jobs(tmp_path):
     """models.{m}.organism overrides organism.data for that model alone: its template files are its jobs' inputs only."""
     import yaml
