@@ -1,24 +1,9 @@
 """The chat-like organism recipe (harmref.chatlike, issue 17): templates, held-out matching, the extra example kinds."""
 
 import pytest
-import torch
 
-from harmref import chatlike, judging, models, organism, positions, training
-from test_organism import HARMFUL, HARMLESS, recs
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    model, tok = models.tiny_random("chatml", seed=0)
-    return model, tok, positions.ChatFormat.from_tokenizer(tok)
+from harmref import chatlike, judging, organism, training
+from test_organism import HARMFUL, one_thread, recs, tiny  # noqa: F401  (one_thread, tiny: the same fixtures)
 
 
 def write_csv(path, rows, field="text"):

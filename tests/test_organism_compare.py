@@ -245,6 +245,15 @@ def test_rule_script_writes_both_files(results, tmp_path, monkeypatch):
         assert f"        {section}=" in rule, section
 
 
+def _corrupt(path, column: str, value: str) -> Path:
+    """Write `value` into the first record's `column` of a CSV; returns the path."""
+    path = Path(path)
+    df = pd.read_csv(path).astype({column: object})
+    df.loc[0, column] = value
+    df.to_csv(path, index=False)
+    return path
+
+
 def test_malformed_tables_name_the_file_the_record_and_the_field(results):
     t1 = Path(results[A]["table1"])
     pd.read_csv(t1).drop(columns="refusal_without_post_%").to_csv(t1, index=False)
@@ -252,18 +261,12 @@ def test_malformed_tables_name_the_file_the_record_and_the_field(results):
         organism_compare.compare(results)
 
     t1.write_text(Path(results[B]["table1"]).read_text())  # repaired
-    rates = Path(results[B]["refusal"])
-    df = pd.read_csv(rates).astype({"n": object})
-    df.loc[0, "n"] = "ten"
-    df.to_csv(rates, index=False)
+    rates = _corrupt(results[B]["refusal"], "n", "ten")
     with pytest.raises(io.DataError, match=r"refusal_rates\.csv, record line 2, field 'n': not a number: 'ten'"):
         organism_compare.compare(results)
 
     rates.unlink()  # a missing table is never an error
-    inv = Path(results[B]["inversion"])
-    df = pd.read_csv(inv).astype({"trained_on": object})
-    df.loc[0, "trained_on"] = "maybe"
-    df.to_csv(inv, index=False)
+    inv = _corrupt(results[B]["inversion"], "trained_on", "maybe")
     with pytest.raises(io.DataError, match=r"inversion_accuracy\.csv, record line 2, field 'trained_on'"):
         organism_compare.compare(results)
 
