@@ -13,7 +13,7 @@ import logging
 import torch
 
 from .hooks import add_hooks, decoder_layers
-from .positions import ChatFormat, capture_columns, encode, position_labels
+from .positions import ChatFormat, capture_columns, encode, pad, position_labels
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,12 @@ def hidden_states(
     n_post: int | None = None,
     batch_size: int = 16,
     progress=None,
+    tokenized: list | None = None,
 ) -> tuple[torch.Tensor, list[str], list[list[str]]]:
     """Hidden states of every prompt at t_inst-before … t_post-inst.
 
+    `tokenized`: the prompts' (ids, t_inst, context end), e.g. a prompt view's (`prompt_view.tokenized`),
+    batched as they are; default: `positions.encode` them here.
     Returns (tensor [n, L+1, before+1+n_post, d], position labels, token strings [n][pos]).
     """
     from .positions import template_n_post
@@ -84,7 +87,8 @@ def hidden_states(
     from .batching import run_by_length
 
     def one(rows):
-        batch = encode(tokenizer, fmt, [instructions[i] for i in rows])
+        batch = (pad(tokenizer, [tokenized[i] for i in rows]) if tokenized is not None
+                 else encode(tokenizer, fmt, [instructions[i] for i in rows]))
         cols = capture_columns(batch, before, n_post)
         h = capture(model, batch, cols)
         ids = batch.input_ids.gather(1, cols)

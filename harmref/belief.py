@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from .batching import run_by_length
-from .judging import parse_inversion, refused_flags
+from .judging import parse_inversion
 from .positions import encode
 from .steering import NONE, generate_steered
 from .tables import wilson
@@ -88,31 +88,6 @@ def ask(model, tokenizer, fmt, instructions: list[str], question: str, score: To
 
     lengths = [len(fmt.render(x, question)[0]) for x in instructions]
     return run_by_length(one, lengths, batch_size, "stated-belief batch", progress)
-
-
-def load_set(hidden_path, gens_path, positions: list[str]):
-    """Hidden states [n, layers, P, d], their ids and the generation records by id, checked against each other.
-
-    Every hidden-state id needs a generation record with `prompt` (as the model read it) and a
-    `refused` verdict (null, an invalid LLM-judge reply, fails as in the geometry rule).
-    """
-    from . import io
-
-    meta = io.read_sidecar(hidden_path)
-    if meta["positions"] != positions:
-        raise io.DataError(hidden_path, f"positions {meta['positions']} differ from the centroids' {positions}")
-    by_id = {}
-    for r in io.read_jsonl(gens_path):
-        for field in ("id", "prompt", "refused", "label"):
-            if field not in r:
-                raise io.DataError(gens_path, "missing field", record=f"line {r['_line']}", field=field)
-        by_id[r["id"]] = r
-    missing = [i for i in meta["ids"] if i not in by_id]
-    if missing:
-        raise io.DataError(gens_path, f"no generation for this prompt of {hidden_path} "
-                           f"({len(missing)} missing in all); rerun the generate rule", record=missing[0], field="id")
-    refused_flags([by_id[i] for i in meta["ids"]], gens_path)  # an invalid LLM-judge verdict has no behaviour group
-    return io.read_tensors(hidden_path)["hidden"], meta["ids"], by_id
 
 
 def prompt_rows(set_name: str, ids: list[str], records: dict[str, dict], answers: list[dict], question_id: str,

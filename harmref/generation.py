@@ -16,7 +16,7 @@ import torch
 from . import io
 from .activations import sort_by_length
 from .batching import split_on_oom
-from .positions import ChatFormat, encode
+from .positions import ChatFormat, encode, pad
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +193,12 @@ def generate(
     checkpoint=None,
     checkpoint_key=None,
     method: str | None = None,
+    tokenized: list | None = None,
 ) -> list[str]:
     """Greedy responses to every instruction, in input order; prompts sorted by length internally.
+
+    `tokenized`: the prompts' (ids, t_inst, context end), e.g. a prompt view's (`prompt_view.tokenized`),
+    batched as they are (without `questions`); default: `positions.encode` them here.
 
     `method`: the decoding of each batch (`greedy_ids`: "hf" or "loop", which drops finished rows; default `METHOD`).
 
@@ -212,14 +216,19 @@ def generate(
     done = {}
     if checkpoint is not None:
         done = open_checkpoint(checkpoint, _fingerprint(fmt, instructions, questions, max_new_tokens, batch_size, checkpoint_key))
+
+    def batch(r):
+        if tokenized is not None:
+            return pad(tokenizer, [tokenized[i] for i in r])
+        return encode(tokenizer, fmt, [instructions[i] for i in r], [questions[i] for i in r] if questions else None)
+
     for s in range(0, len(order), batch_size):
         rows = order[s : s + batch_size]
         if s in done and done[s]["rows"] == rows:
             texts = done[s]["texts"]
         else:
-            texts = split_on_oom(lambda r: generate_batch(model, tokenizer, encode(
-                tokenizer, fmt, [instructions[i] for i in r], [questions[i] for i in r] if questions else None), max_new_tokens, method=method),
-                rows, "generation batch")
+            texts = split_on_oom(lambda r: generate_batch(model, tokenizer, batch(r), max_new_tokens, method=method),
+                                 rows, "generation batch")
             if checkpoint is not None:
                 io.append_jsonl(checkpoint, [{"start": s, "rows": rows, "texts": texts}])
         for i, text in zip(rows, texts):

@@ -485,23 +485,14 @@ def load(card_or_path, device: str = "auto", dtype: str = "auto", trust_remote_c
     whole model on `device`; a dict places modules explicitly ({"model.layers.0": 0, …}). Modules placed
     on "disk" (or beyond `max_memory`) are offloaded to `offload_folder` and streamed in by accelerate.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    path = str(card_or_path)
-    card = read_card(path) if path.endswith(".json") else {"path": path}
-    if trust_remote_code is None:
-        trust_remote_code = bool(card.get("trust_remote_code", False))
+    card, trust_remote_code, kwargs = _source(card_or_path, trust_remote_code)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     placement = resolve_device_map(device_map, dev)
     t0 = time.time()
-    kwargs = {}
-    if card.get("kind") == "hub":  # the snapshot prepare_model resolved: never the network again
-        if not os.path.isdir(card["path"]):
-            raise ModelError(f"{path}: the snapshot {card['path']} of {card.get('source')} is gone from the "
-                             "Hugging Face cache; rerun prepare_model (snakemake --forcerun prepare_model)")
-        kwargs["local_files_only"] = True
-    tok = AutoTokenizer.from_pretrained(card["path"], trust_remote_code=trust_remote_code, **kwargs)
+    tok = _tokenizer(card, trust_remote_code, kwargs)
     if placement is not None:
         kwargs["device_map"] = placement
         if max_memory:
@@ -512,12 +503,45 @@ def load(card_or_path, device: str = "auto", dtype: str = "auto", trust_remote_c
     if placement is None:
         model.to(dev)
     model.eval()
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
     where = sorted({str(d) for d in getattr(model, "hf_device_map", {}).values()}) or [str(dev)]
     log.info("loaded %s on %s as %s in %.1f s", card["path"], ", ".join(where), dt, time.time() - t0)
     return model, tok
+
+
+def _source(card_or_path, trust_remote_code: bool | None) -> tuple[dict, bool, dict]:
+    """(card, trust_remote_code, from_pretrained keywords) of a model card, directory or HF id."""
+    path = str(card_or_path)
+    card = read_card(path) if path.endswith(".json") else {"path": path}
+    if trust_remote_code is None:
+        trust_remote_code = bool(card.get("trust_remote_code", False))
+    kwargs = {}
+    if card.get("kind") == "hub":  # the snapshot prepare_model resolved: never the network again
+        if not os.path.isdir(card["path"]):
+            raise ModelError(f"{path}: the snapshot {card['path']} of {card.get('source')} is gone from the "
+                             "Hugging Face cache; rerun prepare_model (snakemake --forcerun prepare_model)")
+        kwargs["local_files_only"] = True
+    return card, trust_remote_code, kwargs
+
+
+def _tokenizer(card: dict, trust_remote_code: bool, kwargs: dict):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(card["path"], trust_remote_code=trust_remote_code, **kwargs)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_tokenizer(card_or_path, trust_remote_code: bool | None = None):
+    """(tokenizer, context length) of a model card, directory or HF id, without its weights: left padding
+    as in `load`; the context length is the config's `max_position_embeddings` (None if it has none)."""
+    from transformers import AutoConfig
+
+    card, trust_remote_code, kwargs = _source(card_or_path, trust_remote_code)
+    n = getattr(AutoConfig.from_pretrained(card["path"], trust_remote_code=trust_remote_code, **kwargs),
+                "max_position_embeddings", None)
+    return _tokenizer(card, trust_remote_code, kwargs), (int(n) if n else None)
 
 
 def input_device(model) -> torch.device:

@@ -363,6 +363,12 @@ def encode(tokenizer, fmt: ChatFormat, instructions, questions=None, max_length:
                 f"prompt of {len(ids)} tokens exceeds the model context of {max_length}: {instruction[:60]!r}…"
             )
         rows.append((ids, inst_tok, ctx_tok))
+    return pad(tokenizer, rows)
+
+
+def pad(tokenizer, rows) -> EncodedBatch:
+    """A left-padded batch of tokenized prompts `(ids, t_inst index, context end)` (`tokenize_prompt`'s
+    triple, or a prompt view's stored ids and positions), positions moved to batch columns."""
     width = max(len(r[0]) for r in rows)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -388,14 +394,18 @@ def check_context(tokenizer, fmt: ChatFormat, instructions, max_length: int | No
     """
     if not max_length:
         return
+    questions = questions if questions is not None else [None] * len(instructions)
+    lengths = [len(tokenize_prompt(tokenizer, fmt, x, q)[0]) for x, q in zip(instructions, questions)]
+    check_lengths(lengths, max_length, reserve, ids, source)
+
+
+def check_lengths(lengths: list[int], max_length: int | None, reserve: int = 0, ids=None, source="prompts") -> None:
+    """`check_context` on prompts already tokenized: their token counts."""
+    if not max_length:
+        return
     from .io import DataError
 
-    questions = questions if questions is not None else [None] * len(instructions)
-    over = []
-    for k, (instruction, question) in enumerate(zip(instructions, questions)):
-        n = len(tokenize_prompt(tokenizer, fmt, instruction, question)[0])
-        if n + reserve > max_length:
-            over.append((k, n))
+    over = [(k, n) for k, n in enumerate(lengths) if n + reserve > max_length]
     if over:
         k, n = over[0]
         record = ids[k] if ids is not None else k + 1

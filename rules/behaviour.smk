@@ -5,20 +5,17 @@ JUDGE = GENERATION["judge"]
 
 
 rule generate:
-    """Greedy replies of a model to one prompt set, with (chat) or without (nopost) the post-instruction
+    """Greedy replies of a model to one prompt view, with (chat) or without (nopost) the post-instruction
     tokens; checkpointed batch by batch. Replies only: rule judge labels them."""
     input:
         model=get_model_card,
-        prompts=rules.build_dataset.output[0],
+        view=rules.prompt_view.output.view,
     output:
         replies="results/{model}/replies/{template}/{dataset}.jsonl",
         sidecar="results/{model}/replies/{template}/{dataset}.json",
     params:
         runtime=get_runtime,
-        normalise_endings=get_normalise_endings,
         max_new_tokens=GENERATION["max_new_tokens"],
-        system_prompt=GENERATION["system_prompt"],
-        template_date=GENERATION["template_date"],
     log:
         "logs/generate/{model}/{template}/{dataset}.log",
     benchmark:

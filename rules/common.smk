@@ -261,6 +261,15 @@ def prompts_file(dataset):
     return expand(rules.build_dataset.output[0], dataset=dataset)[0]
 
 
+def view_file(model, dataset, template="chat"):
+    """`model`'s view of `dataset`, written by prompt_view (normalised, rendered, tokenized, positions located)."""
+    return expand(rules.prompt_view.output.view, model=model, template=template, dataset=dataset)[0]
+
+
+def get_chat_view(wildcards):
+    return view_file(wildcards.model, wildcards.dataset)
+
+
 def generations_file(model, dataset, template="chat"):
     """The judged generations (rule judge) of `model` on `dataset`."""
     return expand(rules.judge.output.generations, model=model, template=template, dataset=dataset)[0]

@@ -3,20 +3,17 @@
 
 rule extract_hidden:
     """Residual-stream hidden states of one prompt set at every layer and positions t_inst-k …
-    t_post-inst, with a sidecar of ids, labels and position tokens."""
+    t_post-inst (the model's chat prompt view), with a sidecar of ids, labels and position tokens."""
     input:
         model=get_model_card,
-        prompts=rules.build_dataset.output[0],
+        view=get_chat_view,
     output:
         tensors="results/{model}/hidden/{dataset}.safetensors",
         sidecar="results/{model}/hidden/{dataset}.json",
     params:
         runtime=get_runtime,
-        normalise_endings=get_normalise_endings,
         before=config["hidden"]["positions_before"],
         storage_dtype=config["hidden"]["storage_dtype"],
-        system_prompt=config["generation"]["system_prompt"],
-        template_date=config["generation"]["template_date"],
     log:
         "logs/extract_hidden/{model}/{dataset}.log",
     benchmark:

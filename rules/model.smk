@@ -24,3 +24,28 @@ rule prepare_model:
         "../envs/harmref.yaml"
     script:
         "../workflow_scripts/prepare_model.py"
+
+
+rule prompt_view:
+    """A model's view of one prompt set: each prompt after the model's ending rule, rendered with its chat
+    template (with or without the post-instruction tokens), its token ids and the indices of t_inst and
+    t_post-inst. Tokenizer only; rules generate and extract_hidden batch these ids as they are."""
+    input:
+        model=get_model_card,
+        prompts=rules.build_dataset.output[0],
+    output:
+        view="results/{model}/prompts/{template}/{dataset}.jsonl",
+        sidecar="results/{model}/prompts/{template}/{dataset}.json",
+    params:
+        normalise_endings=get_normalise_endings,
+        system_prompt=config["generation"]["system_prompt"],
+        template_date=config["generation"]["template_date"],
+    log:
+        "logs/prompt_view/{model}/{template}/{dataset}.log",
+    localrule: True
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/harmref.yaml"
+    script:
+        "../workflow_scripts/prompt_view.py"

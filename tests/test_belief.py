@@ -116,26 +116,6 @@ def test_margin_only_rows_have_no_reply_verdict():
     assert set(t["verdict"]) == {"margin"} and "reply" not in rows[0]
 
 
-def test_load_set_names_the_file_record_and_field(tmp_path):
-    h = tmp_path / "h.safetensors"
-    io.write_tensors(h, {"hidden": torch.zeros(2, 3, 2, 4)}, {"ids": ["a", "b"], "positions": ["t_inst", "post_1"]})
-    g = tmp_path / "g.jsonl"
-    io.write_jsonl(g, [{"id": "a", "prompt": "x", "refused": True, "label": "harmful"}])
-    with pytest.raises(io.DataError, match=r"g\.jsonl, record b, field 'id'"):
-        belief.load_set(h, g, ["t_inst", "post_1"])
-    io.write_jsonl(g, [{"id": "a", "prompt": "x", "label": "harmful"}])
-    with pytest.raises(io.DataError, match=r"g\.jsonl, record line 1, field 'refused'"):
-        belief.load_set(h, g, ["t_inst", "post_1"])
-    with pytest.raises(io.DataError, match="positions"):
-        belief.load_set(h, g, ["t_inst"])
-    io.write_jsonl(g, [{"id": k, "prompt": "x", "refused": None if k == "b" else True, "label": "harmful"} for k in "ab"])
-    with pytest.raises(judging.InvalidVerdicts, match=r"g\.jsonl: 1 of 2 records have no refusal verdict"):
-        belief.load_set(h, g, ["t_inst", "post_1"])
-    io.write_jsonl(g, [{"id": k, "prompt": "x", "refused": k == "b", "label": "harmful"} for k in "ab"])
-    h_, ids, by_id = belief.load_set(h, g, ["t_inst", "post_1"])
-    assert ids == ["a", "b"] and h_.shape == (2, 3, 2, 4) and by_id["b"]["refused"]
-
-
 def test_belief_figure(tmp_path):
     rows = synthetic_rows()
     fig = plots.belief_figure(belief.belief_vs_behaviour(rows, "m"), rows, "m")

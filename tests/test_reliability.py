@@ -363,11 +363,14 @@ def test_prompt_longer_than_the_context_fails_naming_file_and_record(lm):
 
 
 def test_scripts_check_the_context_before_any_compute():
-    for script in ("generate.py", "extract_hidden.py"):
+    # rule prompt_view checks every prompt against the model's context once (extract_hidden reads its view);
+    # generate checks again with room for its new tokens
+    for script, compute in (("prompt_view.py", "io.write_jsonl("), ("generate.py", "generation.generate(")):
         text = (ROOT / "workflow_scripts" / script).read_text()
-        assert "positions.check_context(" in text and "models.context_length(model, tok)" in text, script
-        assert text.index("check_context(") < text.index("activations.hidden_states(" if "hidden" in script
-                                                        else "generation.generate("), script
+        assert "prompt_view.check_context(" in text, script
+        assert text.index("check_context(") < text.index(compute), script
+    assert "context_length = models.load_tokenizer(" in (ROOT / "workflow_scripts" / "prompt_view.py").read_text()
+    assert "prompt_view.load(" in (ROOT / "workflow_scripts" / "extract_hidden.py").read_text()
 
 
 BASE_CONFIG = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())

@@ -241,7 +241,8 @@ def test_every_rule_is_described_and_every_paper_target_builds(tmp_path):
     assert {"refusal_tables", "geometry", "steering_report", "fig6_jailbreaks", "table3_guards"} <= set(counts), counts
     assert "claims" not in counts and "report_pages" not in counts, counts
     counts = job_counts(run(tmp_path, "-n", "table1").stdout)
-    assert set(counts) == {"build_dataset", "prepare_model", "generate", "judge", "refusal_tables", "table1", "total"}, counts
+    assert set(counts) == {"build_dataset", "prepare_model", "prompt_view", "generate", "judge", "refusal_tables", "table1",
+                           "total"}, counts
 
 
 def check_finetune_attack(workdir, model="tiny", n=2):

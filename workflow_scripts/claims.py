@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from harmref import claims, geometry, io, judging, runlog
+from harmref import claims, geometry, hidden_sets, io, runlog
 
 log = runlog.start(snakemake)
 inp, p = snakemake.input, snakemake.params
@@ -17,15 +17,8 @@ inst, positions = meta["inst_index"], meta["positions"]
 
 
 def load(hidden_path, gens_path):
-    side = io.read_sidecar(hidden_path)
-    if side["positions"] != positions:
-        raise ValueError(f"{hidden_path}: positions {side['positions']} differ from the directions' {positions}")
-    by_id = {r["id"]: r for r in io.read_jsonl(gens_path)}
-    missing = [i for i in side["ids"] if i not in by_id]
-    if missing:
-        raise ValueError(f"{gens_path}: no generation for prompt {missing[0]!r} of {hidden_path}")
-    recs = [by_id[i] for i in side["ids"]]
-    return io.read_tensors(hidden_path)["hidden"], [r["label"] for r in recs], judging.refused_flags(recs, gens_path)
+    hs = hidden_sets.load(hidden_path, gens_path, positions)
+    return hs.hidden, hs.labels, hs.refused()
 
 
 def table(name):

@@ -1,16 +1,16 @@
 """Rule directions: the four centroids and the harmfulness / refusal directions (paper eq 5, App. B)."""
 
-from harmref import geometry, io, judging, runlog
+from harmref import geometry, hidden_sets, io, runlog
 
 log = runlog.start(snakemake)
 inp = snakemake.input
-h, refused = {}, {}
-for role in ("harmful", "harmless"):
-    h[role] = io.read_tensors(inp[f"{role}_hidden"])["hidden"]
-    gens = io.read_jsonl(inp[f"{role}_gen"])
-    by_id = dict(zip((r["id"] for r in gens), judging.refused_flags(gens, inp[f"{role}_gen"])))  # no invalid verdicts
-    refused[role] = [by_id[i] for i in io.read_sidecar(inp[f"{role}_hidden"])["ids"]]
-meta = io.read_sidecar(inp.harmful_hidden)
+sets = {role: hidden_sets.load(inp[f"{role}_hidden"], inp[f"{role}_gen"]) for role in ("harmful", "harmless")}
+h = {role: s.hidden for role, s in sets.items()}
+refused = {role: s.refused() for role, s in sets.items()}  # no invalid verdicts
+meta = sets["harmful"].meta
+if sets["harmless"].meta["positions"] != meta["positions"]:
+    raise io.DataError(inp.harmless_hidden, f"positions {sets['harmless'].meta['positions']} differ from "
+                       f"{inp.harmful_hidden}'s {meta['positions']}", field="positions")
 inst = meta["positions"].index("t_inst")
 cents, notes = geometry.fit(h["harmful"], refused["harmful"], h["harmless"], refused["harmless"],
                             snakemake.params.mode, snakemake.params.min_group)

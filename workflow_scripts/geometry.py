@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from harmref import geometry, io, judging, plots, runlog
+from harmref import geometry, hidden_sets, io, plots, runlog
 
 log = runlog.start(snakemake)
 model = snakemake.wildcards.model
@@ -16,10 +16,8 @@ fig = {Path(p).stem: p for p in snakemake.output.figures}
 
 evals = []
 for name, hp, gp in zip(snakemake.params.eval_sets, snakemake.input.hidden, snakemake.input.gens):
-    side = io.read_sidecar(hp)
-    by_id = {r["id"]: r for r in io.read_jsonl(gp)}
-    recs = [by_id[i] for i in side["ids"]]
-    evals.append((name, io.read_tensors(hp)["hidden"], [r["label"] for r in recs], judging.refused_flags(recs, gp), side["ids"]))
+    hs = hidden_sets.load(hp, gp, positions)
+    evals.append((name, hs.hidden, hs.labels, hs.refused(), hs.ids))
 
 cos = geometry.cosine_table(d, inst)
 io.write_table(cos, out["cosine_by_layer"])

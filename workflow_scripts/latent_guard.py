@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from harmref import guards, io, latent_guard, models, positions, runlog
+from harmref import guards, hidden_sets, io, latent_guard, models, positions, runlog
 
 log = runlog.start(snakemake)
 inp, p = snakemake.input, snakemake.params
@@ -15,11 +15,8 @@ inst, post = cmeta["inst_index"], len(cmeta["positions"]) - 1
 
 
 def load(hidden_path, gens_path):
-    meta = io.read_sidecar(hidden_path)
-    if meta["positions"] != cmeta["positions"]:
-        raise ValueError(f"{hidden_path}: positions {meta['positions']} differ from the centroids' {cmeta['positions']}")
-    by_id = {r["id"]: r for r in io.read_jsonl(gens_path)}
-    return io.read_tensors(hidden_path)["hidden"], meta["ids"], by_id
+    hs = hidden_sets.load(hidden_path, gens_path, cmeta["positions"], valid_verdicts=False)  # own_refusal: None
+    return hs.hidden, hs.ids, hs.by_id
 
 
 # the paper's augmented harmful pool (App. B), on top of the directions rule's harmful centroid

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harmref import belief, inversion, io, latent_guard, models, plots, positions, runlog, token_scores
+from harmref import belief, hidden_sets, inversion, io, latent_guard, models, plots, positions, runlog, token_scores
 
 log = runlog.start(snakemake)
 inp, p, rt = snakemake.input, snakemake.params, snakemake.params.runtime
@@ -12,7 +12,8 @@ model_name = snakemake.wildcards.model
 cents = io.read_tensors(inp.directions)
 cmeta = io.read_sidecar(inp.directions)
 inst, post = cmeta["inst_index"], len(cmeta["positions"]) - 1
-sets = [(name, *belief.load_set(hp, gp, cmeta["positions"])) for name, hp, gp in zip(p.eval_sets, inp.hidden, inp.gens)]
+sets = [(name, hs.hidden, hs.ids, hs.by_id)
+        for name, hp, gp in zip(p.eval_sets, inp.hidden, inp.gens) for hs in [hidden_sets.load(hp, gp, cmeta["positions"])]]
 
 model, tok = models.load(inp.model, rt["device"], rt["dtype"], device_map=rt["device_map"], max_memory=rt["max_memory"])
 fmt = positions.ChatFormat.from_tokenizer(tok, p.system_prompt, date=p.template_date, model=model_name)
