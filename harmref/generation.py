@@ -1,9 +1,10 @@
 """Batched greedy generation with left padding, optionally checkpointed batch by batch.
 
 `greedy_ids(method="loop")` is a decoding loop that drops a row from the batch and the KV cache once
-it has emitted EOS, so finished replies stop costing compute; it gives the tokens of HF `generate`
-(tested). The default (`METHOD`) stays "hf", `model.generate`: on the measured CPU workload the loop
-was slower (benchmarks/README.md "Generation")."""
+it has emitted EOS, so finished replies stop costing compute, and runs the chat template's head that every
+row starts with once per batch (`shared_prefix`); it gives the tokens of HF `generate` (tested on six
+template families). It is the default (`METHOD`, `SHARED_PREFIX`): on the default organism at batch 64 it
+took 0.74x HF generate's time (benchmarks/README.md "Generation"); `method="hf"` is `model.generate`."""
 
 from __future__ import annotations
 
@@ -33,9 +34,11 @@ def generate_batch(model, tokenizer, batch, max_new_tokens: int, hooks_cm=None, 
     return tokenizer.batch_decode(new, skip_special_tokens=True)
 
 
-# the default of generate / generate_batch. "hf" (model.generate) while the loop is slower on the measured
-# CPU workload (benchmarks/README.md "Generation": 1.11x HF's wall time with 8 % fewer rows forwarded)
-METHOD = "hf"
+# the defaults of generate / generate_batch / greedy_ids (benchmarks/README.md "Generation": on the default
+# organism, batch 64, 32 new tokens: loop 0.90x HF generate's time, loop + shared prefix 0.74x, same tokens;
+# at batch 16 on the base model's long replies the loop alone was 1.11x)
+METHOD = "loop"
+SHARED_PREFIX = True
 
 # Logits processors HF's greedy search may build from a model's generation config that act on each
 # row alone (its own ids and scores): applied to the live rows only, they give each row what HF gives it.
@@ -92,7 +95,7 @@ def _forward_kwargs(model, cache) -> dict:
 
 @torch.no_grad()
 def greedy_ids(model, tokenizer, batch, max_new_tokens: int, method: str | None = None,
-               shared_prefix: bool = False) -> torch.Tensor:
+               shared_prefix: bool | None = None) -> torch.Tensor:
     """New token ids [rows, steps] of greedy decoding, as `model.generate(do_sample=False)` returns them.
 
     Rows after their EOS hold the pad id; `steps` is the longest reply (EOS included), at most
@@ -101,7 +104,7 @@ def greedy_ids(model, tokenizer, batch, max_new_tokens: int, method: str | None 
     attention mask (left padding), logits of the last position only, the model's generation-config
     processors applied as HF applies them (a model with one that is not row-wise uses HF's generate).
     method "hf" (default `METHOD`): `model.generate`.
-    `shared_prefix` (loop only; off by default, see benchmarks/README.md "Generation"): the tokens every
+    `shared_prefix` (loop only; default `SHARED_PREFIX`, see benchmarks/README.md "Generation"): the tokens every
     row starts with (the template's head and system prompt) are run once with batch 1 and their cache
     copied to every row; the rest follows left-padded after them (the mask covers the gap, positions
     continue from the prefix). Not used for models with sliding-window layers (the window counts cache
@@ -112,6 +115,7 @@ def greedy_ids(model, tokenizer, batch, max_new_tokens: int, method: str | None 
     from .models import input_device
 
     method = method or METHOD
+    shared_prefix = SHARED_PREFIX if shared_prefix is None else shared_prefix
     if method not in ("loop", "hf"):
         raise ValueError(f"generation method {method!r}: expected 'loop' or 'hf'")
     device = input_device(model)

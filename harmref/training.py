@@ -76,11 +76,43 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_target_modules: list | str = field(default="all-linear")
+    precision: str = "fp32"  # fp32 | bf16: bf16 autocast of the forward pass (fp32 weights, optimiser, loss) | auto
     seed: int = 0
 
     @classmethod
     def from_dict(cls, d: dict, seed: int = 0) -> "TrainConfig":
         return cls(**{**d, "seed": seed})
+
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def resolve_precision(precision: str, device) -> str:
+    """`fp32` or `bf16` for `TrainConfig.precision` on `device`.
+
+    `auto`: bf16 where the device multiplies bf16 natively (a CUDA GPU that supports it; a CPU with AMX
+    or AVX512-BF16, e.g. Xeon Sapphire Rapids and later), else fp32: on other CPUs bf16 is emulated and
+    slower than fp32. The choice is recorded in the trained model's recipe.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"organism.train.precision: {precision!r} is not one of {PRECISIONS}")
+    if precision != "auto":
+        return precision
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_native_bf16() else "fp32"
+    return "fp32"
+
+
+def cpu_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AMX tiles or AVX512-BF16, which oneDNN's bf16 kernels use)."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    try:
+        return any(bool(check()) for check in checks if check is not None)
+    except RuntimeError:
+        return False
 
 
 def _base(model):
@@ -107,20 +139,24 @@ def n_response_tokens(items: list[dict]) -> int:
     return sum(sum(t != -100 for t in x["labels"][1:]) for x in items)
 
 
-def step_loss(model, items: list[dict], pad_id: int, micro_batch_size: int = 0, device=None) -> float:
+def step_loss(model, items: list[dict], pad_id: int, micro_batch_size: int = 0, device=None,
+              precision: str = "fp32") -> float:
     """Backward pass of one optimiser step over `items`, in micro-batches of similar length.
 
     The gradient equals the full batch's (token mean over the whole step) while only
     one micro-batch's activations are alive: peak memory falls with the micro-batch size.
+    `precision` bf16: the forward pass under bf16 autocast (`resolve_precision`).
     Returns the step's mean loss.
     """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
     n_tokens = max(1, n_response_tokens(items))
     size = micro_batch_size or len(items)
     items = sorted(items, key=lambda x: len(x["input_ids"]))
     total = 0.0
     for s in range(0, len(items), size):
         batch = {k: v.to(device) for k, v in collate(items[s : s + size], pad_id).items()}
-        loss = response_loss(model, batch, n_tokens)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = response_loss(model, batch, n_tokens)
         loss.backward()
         total += loss.detach().item()
     return total
@@ -175,7 +211,8 @@ def train(model, tokenizer, data: list[dict], cfg: TrainConfig, progress=None):
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in params)
-    log.info("training %s: %d trainable parameters, %d examples, %d steps × %d", cfg.mode, n_trainable, len(data), cfg.steps, cfg.batch_size)
+    log.info("training %s: %d trainable parameters, %d examples, %d steps × %d", cfg.mode, n_trainable, len(data),
+             cfg.steps, cfg.batch_size)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(1, round(cfg.warmup * cfg.steps))
 
@@ -186,13 +223,14 @@ def train(model, tokenizer, data: list[dict], cfg: TrainConfig, progress=None):
     from .models import input_device
 
     device = input_device(model)
+    precision = resolve_precision(cfg.precision, device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     order = batch_order([len(x["input_ids"]) for x in data], cfg.batch_size, cfg.steps, cfg.seed, cfg.group_by_length)
     losses, tokens = [], 0
     for step, rows in enumerate(order):
         items = [data[i] for i in rows]
         opt.zero_grad(set_to_none=True)
-        losses.append(step_loss(model, items, pad, cfg.micro_batch_size, device))
+        losses.append(step_loss(model, items, pad, cfg.micro_batch_size, device, precision))
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
         sched.step()
@@ -209,7 +247,7 @@ def train(model, tokenizer, data: list[dict], cfg: TrainConfig, progress=None):
         "final_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
         "trainable_parameters": n_trainable, "tokens_seen": tokens, "epochs": cfg.steps * cfg.batch_size / max(1, len(data)),
         "wall_seconds": round(time.time() - t0, 1), "peak_rss_gb": peak_rss_gb(),
-        "torch_threads": torch.get_num_threads(), "device": str(device),
+        "torch_threads": torch.get_num_threads(), "device": str(device), "precision": precision,
     }
     return model, history
 

@@ -71,7 +71,7 @@ def test_finished_rows_leave_the_batch(case):
         handle = model.register_forward_pre_hook(lambda m, a, kw: seen[method].append(kw["input_ids"].shape[0]),
                                                  with_kwargs=True)
         try:
-            generation.greedy_ids(model, tok, batch, N_NEW, method=method)
+            generation.greedy_ids(model, tok, batch, N_NEW, method=method, shared_prefix=False)
         finally:
             handle.remove()
     steps = ref.shape[1]
@@ -99,10 +99,13 @@ def test_shared_prefix_is_run_once_and_gives_the_same_tokens(case):
     assert seen[1] == (len(PROMPTS), batch.input_ids.shape[1] - seen[0][1])
 
 
-def test_generate_with_the_loop_equals_hf(case, monkeypatch):
+def test_generate_by_default_equals_hf(case, monkeypatch):
+    """The default decoding (the loop with the shared prefix) gives HF generate's replies, and so does the loop alone."""
     model, tok, fmt, _ = case
+    assert (generation.METHOD, generation.SHARED_PREFIX) == ("loop", True)
     out = generation.generate(model, tok, fmt, PROMPTS, N_NEW, batch_size=3, method="hf")
-    monkeypatch.setattr(generation, "METHOD", "loop")
+    assert generation.generate(model, tok, fmt, PROMPTS, N_NEW, batch_size=3) == out
+    monkeypatch.setattr(generation, "SHARED_PREFIX", False)
     assert generation.generate(model, tok, fmt, PROMPTS, N_NEW, batch_size=3) == out
 
 

@@ -153,7 +153,7 @@ def test_sentencepiece_prefix_space_is_handled(any_template):
         assert positions._vocab(tok).modes[fmt] == "newline"
 
 
-def test_every_path_sees_the_same_ids(chatml):
+def test_every_path_sees_the_same_ids(chatml, monkeypatch):
     """generation, hidden states, steering, GCG's target fit, the organism's training data and
     check_context all take their ids from tokenize_prompt."""
     from harmref import activations, gcg, generation, steering, training
@@ -164,6 +164,7 @@ def test_every_path_sees_the_same_ids(chatml):
     want = positions.tokenize_prompt(tok, fmt, evil)[0]
     seen = []
     hook = model.get_input_embeddings().register_forward_pre_hook(lambda m, a: seen.append(a[0][0].tolist()))
+    monkeypatch.setattr(generation, "SHARED_PREFIX", False)  # one forward of the whole prompt
     try:
         generation.generate(model, tok, fmt, [evil], max_new_tokens=1)
         activations.hidden_states(model, tok, fmt, [evil])
@@ -176,6 +177,15 @@ def test_every_path_sees_the_same_ids(chatml):
         if len(got) >= len(want):  # first forward of each call (later generation steps see one token)
             assert got[:len(want)] == want
     assert sum(got[:len(want)] == want for got in seen) >= 4
+    # the default decoding runs the shared prefix first, then the rest of the prompt: together the same ids
+    seen.clear()
+    monkeypatch.undo()
+    hook = model.get_input_embeddings().register_forward_pre_hook(lambda m, a: seen.append(a[0][0].tolist()))
+    try:
+        generation.generate(model, tok, fmt, [evil], max_new_tokens=1)
+    finally:
+        hook.remove()
+    assert generation.SHARED_PREFIX and len(seen) == 2 and seen[0] + seen[1] == want
     ex = training.tokenize(tok, fmt, [{"instruction": evil, "response": "No.", "eos": True}])[0]
     assert ex["input_ids"][:len(want)] == want
     with pytest.raises(Exception, match=f"prompt of {len(want)} tokens"):

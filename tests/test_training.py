@@ -114,6 +114,30 @@ def test_training_lowers_loss_freezes_embeddings_and_is_deterministic(tiny):
     assert all(torch.equal(a, b) for a, b in zip(m1.parameters(), m2.parameters()))
 
 
+def test_bf16_autocast_trains_in_fp32_weights_and_is_recorded(tiny):
+    _, tok, fmt = tiny
+    data = training.tokenize(tok, fmt, examples())
+    batch = training.collate(data, tok.pad_token_id)
+    cfg = training.TrainConfig(steps=20, batch_size=4, lr=1e-2, warmup=0.1, seed=0, precision="bf16")
+    m0, _ = fresh()
+    with torch.no_grad():
+        before = float(training.response_loss(m0, batch))
+    m1, hist = training.train(m0, tok, data, cfg)
+    with torch.no_grad():
+        after = float(training.response_loss(m1, batch))
+    assert hist["precision"] == "bf16" and after < 0.6 * before, (before, after)
+    assert all(p.dtype == torch.float32 for p in m1.parameters())  # autocast: the weights stay fp32
+    fp32 = training.train(fresh()[0], tok, data, training.TrainConfig(**{**cfg.__dict__, "precision": "fp32"}))[1]
+    assert fp32["precision"] == "fp32" and fp32["losses"] != hist["losses"]  # bf16 really ran
+
+
+def test_precision_resolves_per_device():
+    assert training.resolve_precision("fp32", "cpu") == "fp32" and training.resolve_precision("bf16", "cpu") == "bf16"
+    assert training.resolve_precision("auto", "cpu") == ("bf16" if training.cpu_native_bf16() else "fp32")
+    with pytest.raises(ValueError, match="organism.train.precision: 'fp16'"):
+        training.resolve_precision("fp16", "cpu")
+
+
 def models_first_linear(model):
     return model.model.layers[0].self_attn.q_proj.weight.detach()
 
