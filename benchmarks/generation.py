@@ -54,7 +54,8 @@ def main():
     batches = [positions.encode(tok, fmt, [prompts[i] for i in order[s: s + args.batch_size]])
                for s in range(0, len(order), args.batch_size)]
 
-    modes = {"hf": dict(method="hf"), "loop": dict(method="loop"), "loop_prefix": dict(method="loop", shared_prefix=True)}
+    modes = {"hf": dict(method="hf"), "loop": dict(method="loop", shared_prefix=False),
+             "loop_prefix": dict(method="loop", shared_prefix=True)}
     rows_seen = {m: 0 for m in modes}
     counting = {"on": None}
 
